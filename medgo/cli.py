@@ -1,0 +1,81 @@
+"""The ``medgo`` command: one dispatch table onto the stage functions.
+
+    medgo generate --config jobs/configs/generate/tiny.yaml
+    medgo <stage> --config jobs/configs/<stage>/<name>.yaml [--set key.path=value ...]
+
+``jobs/<stage>.py`` calls :func:`main` with the same arguments, for ``ray job submit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from dataclasses import dataclass, field
+
+from medgo.config import ConfigError, load_config
+
+
+@dataclass(frozen=True)
+class Command:
+    """A stage: ``config`` and ``run`` are ``module:attribute`` strings, imported on use."""
+
+    config: str
+    run: str
+    help: str
+    configs: str | None = None
+    """Folder under ``jobs/configs/`` holding this command's YAML files."""
+    flags: dict[str, str] = field(default_factory=dict)
+    """Extra ``--flag VALUE`` options, each an alias of a config key (``--output`` -> ``output_dir``)."""
+
+
+COMMANDS: dict[str, Command] = {
+    "generate": Command("medgo.model.generate:GenerateConfig", "medgo.model.generate:run", "reply to one chat prompt", configs="generate"),
+}
+
+
+def _resolve(ref: str):
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="medgo", description="MedGo on Ray: Chinese medical LLM pipeline")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, cmd in COMMANDS.items():
+        *group, leaf = name.split()
+        target = sub
+        if group:
+            if group[0] not in groups:
+                gp = sub.add_parser(group[0], help=f"{group[0]} stages")
+                groups[group[0]] = gp.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+            target = groups[group[0]]
+        p = target.add_parser(leaf, help=cmd.help, description=cmd.help)
+        p.add_argument("--config", help="YAML config file (default: the stage's built-in defaults)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-4")
+        for flag, key in cmd.flags.items():
+            p.add_argument(flag, dest=f"flag_{key}", metavar=key.upper().replace(".", "_"), help=f"same as --set {key}=...")
+        p.set_defaults(command_name=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cmd = COMMANDS[args.command_name]
+    overrides = list(args.overrides)
+    for key in cmd.flags.values():
+        value = getattr(args, f"flag_{key}")
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    try:
+        cfg = load_config(_resolve(cmd.config), args.config, overrides)
+    except ConfigError as exc:
+        print(f"medgo: error: {exc}", file=sys.stderr)
+        return 2
+    _resolve(cmd.run)(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
