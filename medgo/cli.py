@@ -18,9 +18,13 @@ from medgo.config import ConfigError, load_config
 
 @dataclass(frozen=True)
 class Command:
-    """A stage: ``config`` and ``run`` are ``module:attribute`` strings, imported on use."""
+    """A stage: ``config`` and ``run`` are ``module:attribute`` strings, imported on use.
 
-    config: str
+    With ``config=None`` the command parses its own arguments: ``run`` is then a
+    ``main(argv: list[str]) -> int`` (for tools such as ``medgo eval score`` or ``medgo plan``).
+    """
+
+    config: str | None
     run: str
     help: str
     configs: str | None = None
@@ -51,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                 gp = sub.add_parser(group[0], help=f"{group[0]} stages")
                 groups[group[0]] = gp.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
             target = groups[group[0]]
+        if cmd.config is None:
+            p = target.add_parser(leaf, help=cmd.help, add_help=False, prefix_chars="\0")
+            p.add_argument("argv", nargs=argparse.REMAINDER)
+            p.set_defaults(command_name=name)
+            continue
         p = target.add_parser(leaf, help=cmd.help, description=cmd.help)
         p.add_argument("--config", help="YAML config file (default: the stage's built-in defaults)")
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-4")
@@ -63,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cmd = COMMANDS[args.command_name]
+    if cmd.config is None:
+        return int(_resolve(cmd.run)(args.argv) or 0)
     overrides = list(args.overrides)
     for key in cmd.flags.values():
         value = getattr(args, f"flag_{key}")
