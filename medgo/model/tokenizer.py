@@ -10,6 +10,7 @@ real Qwen2 tokenizer included.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -123,7 +124,15 @@ def load_tokenizer(path: str | os.PathLike | None = None) -> PreTrainedTokenizer
 
 
 def tokenizer_fingerprint(tok: PreTrainedTokenizerBase) -> str:
-    """Stable hash of a tokenizer's vocabulary and special tokens (to match shards to models)."""
-    vocab = sorted(tok.get_vocab().items())
-    h = hashlib.sha256(repr((vocab, tok.all_special_tokens)).encode())
-    return h.hexdigest()[:16]
+    """Stable hash of what maps text to ids: vocabulary, merges, normalisation, special tokens.
+
+    Shards carry it so a model is never trained on ids from another tokenizer.
+    """
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None), spec.pop("padding", None)
+        payload = json.dumps(spec, sort_keys=True, ensure_ascii=False)
+    else:
+        payload = repr(sorted(tok.get_vocab().items()))
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
