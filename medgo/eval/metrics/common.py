@@ -1,0 +1,198 @@
+"""File reading and the counting primitives shared by every scorer.
+
+Every score a scorer returns is in 0–100 (rounded to 4 decimals); counts are integers.  A
+prediction that is missing, duplicated or outside the task's label set never raises: it is
+scored as wrong and counted (``n_missing``, ``n_duplicates``, ``out_of_label_set``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Hashable, Iterable
+from pathlib import Path
+
+
+class MetricsInputError(ValueError):
+    """A gold or prediction file that cannot be read; the message names the file (and line)."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_json(path) -> object:
+    """A JSON document; the error names the file and position."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError as e:
+        raise MetricsInputError(f"{path}: no such file") from e
+    except json.JSONDecodeError as e:
+        raise MetricsInputError(f"{path}: not valid JSON ({e})") from e
+
+
+def read_jsonl(path) -> list:
+    """One JSON value per non-empty line; the error names the file and line."""
+    path = Path(path)
+    rows = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise MetricsInputError(f"{path}:{n}: not valid JSON ({e})") from e
+    except FileNotFoundError as e:
+        raise MetricsInputError(f"{path}: no such file") from e
+    return rows
+
+
+def read_json_or_jsonl(path) -> list:
+    """Records of a JSON array, a single JSON object (a one-element list) or JSONL (one object per line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise MetricsInputError(f"{path}: no such file") from e
+    stripped = text.lstrip()
+    try:
+        data = json.loads(text)  # a JSON array, a JSON object or single-record JSONL
+        return data if isinstance(data, list) else [data]
+    except json.JSONDecodeError as e:
+        if stripped.startswith("["):
+            raise MetricsInputError(f"{path}: not valid JSON ({e})") from e
+    return read_jsonl(path)
+
+
+def read_tsv(path, min_cols: int = 2) -> list[list[str]]:
+    """Tab-separated rows (blank lines skipped); rows with fewer than ``min_cols`` fields are errors."""
+    path = Path(path)
+    rows = []
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line.strip():
+                    continue
+                cols = line.split("\t")
+                if len(cols) < min_cols:
+                    raise MetricsInputError(f"{path}:{n}: expected {min_cols} tab-separated fields, got {len(cols)}")
+                rows.append(cols)
+    except FileNotFoundError as e:
+        raise MetricsInputError(f"{path}: no such file") from e
+    return rows
+
+
+def keyed_by_text(texts: Iterable[str]) -> list[str]:
+    """Keys for records identified by their text (CMeEE, CMeIE, CDN, CMedCausal, Text2DT).
+
+    The official checkers key records by text; a text seen again gets ``text#2``, ``#3``...
+    so repeated texts stay distinct and still pair up in file order.
+    """
+    seen: Counter = Counter()
+    keys = []
+    for t in texts:
+        seen[t] += 1
+        keys.append(t if seen[t] == 1 else f"{t}#{seen[t]}")
+    return keys
+
+
+def as_str(x) -> str:
+    return "" if x is None else str(x)
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def pct(x: float) -> float:
+    """A 0–1 fraction as a 0–100 score rounded to 4 decimals."""
+    return round(100.0 * float(x), 4)
+
+
+def prf(tp: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
+    """Precision, recall, F1 as fractions; 0 where the denominator is 0."""
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+def set_f1(gold: Iterable[Hashable], pred: Iterable[Hashable]) -> dict:
+    """Micro P/R/F1 between two collections of hashable units (duplicates collapse)."""
+    g, p = set(gold), set(pred)
+    tp = len(g & p)
+    pr, rc, f = prf(tp, len(p), len(g))
+    return {"precision": pct(pr), "recall": pct(rc), "f1": pct(f), "tp": tp, "n_gold_units": len(g), "n_pred_units": len(p)}
+
+
+def classification_scores(gold: dict, pred: dict, label_set: Iterable[str] | None = None) -> dict:
+    """Accuracy and macro P/R/F1 over ``gold`` ids (CBLUE definition, sklearn ``average="macro"``).
+
+    The macro average runs over the labels that occur in the gold or in the valid predictions
+    (the union sklearn uses).  A missing prediction or one outside ``label_set`` counts as wrong
+    (it lowers recall of the gold label) but never becomes a class of its own.
+    """
+    labels_ok = set(label_set) if label_set is not None else None
+    n_missing = n_oos = correct = 0
+    pairs = []
+    for key, g in gold.items():
+        p = pred.get(key)
+        if p is None:
+            n_missing += 1
+        elif labels_ok is not None and p not in labels_ok:
+            n_oos += 1
+            p = None
+        if p == g:
+            correct += 1
+        pairs.append((g, p))
+    classes = sorted({g for g, _ in pairs} | {p for _, p in pairs if p is not None})
+    per_class = {}
+    for c in classes:
+        tp = sum(1 for g, p in pairs if g == c and p == c)
+        n_p = sum(1 for _, p in pairs if p == c)
+        n_g = sum(1 for g, _ in pairs if g == c)
+        per_class[c] = prf(tp, n_p, n_g)
+    k = len(classes) or 1
+    macro = [sum(v[i] for v in per_class.values()) / k for i in range(3)]
+    n = len(gold)
+    return {
+        "accuracy": pct(correct / n if n else 0.0),
+        "macro_precision": pct(macro[0]),
+        "macro_recall": pct(macro[1]),
+        "macro_f1": pct(macro[2]),
+        "per_class_f1": {c: pct(v[2]) for c, v in per_class.items()},
+        "n_gold": n,
+        "n_pred": sum(1 for k_ in gold if k_ in pred),
+        "n_missing": n_missing,
+        "out_of_label_set": n_oos,
+    }
+
+
+def sklearn_report_avg(y_true: list[str], y_pred: list[str], average: str, allowed=None) -> tuple[float, float, float]:
+    """``classification_report(..., zero_division=0)``'s ``"macro avg"`` or ``"weighted avg"`` row.
+
+    Labels are the sorted union of ``y_true`` and ``y_pred`` (as sklearn); the weighted average
+    weighs each label by its gold support, so labels that occur only in predictions weigh 0.
+    With ``allowed``, predicted labels outside it are wrong answers but not classes of their own
+    (so they cannot pull the macro average down as extra zero-F1 classes).
+    """
+    preds = set(y_pred) if allowed is None else {p for p in y_pred if p in set(allowed)}
+    labels = sorted(set(y_true) | preds)
+    rows = []
+    for c in labels:
+        tp = sum(1 for g, p in zip(y_true, y_pred) if g == c and p == c)
+        n_p = sum(1 for p in y_pred if p == c)
+        n_g = sum(1 for g in y_true if g == c)
+        rows.append((*prf(tp, n_p, n_g), n_g))
+    if not rows:
+        return 0.0, 0.0, 0.0
+    if average == "macro":
+        return tuple(sum(r[i] for r in rows) / len(rows) for i in range(3))  # type: ignore[return-value]
+    if average == "weighted":
+        total = sum(r[3] for r in rows)
+        if not total:
+            return 0.0, 0.0, 0.0
+        return tuple(sum(r[i] * r[3] for r in rows) / total for i in range(3))  # type: ignore[return-value]
+    raise ValueError(f"unknown average {average!r}")
