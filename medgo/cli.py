@@ -35,6 +35,12 @@ class Command:
 
 COMMANDS: dict[str, Command] = {
     "generate": Command("medgo.model.generate:GenerateConfig", "medgo.model.generate:run", "reply to one chat prompt", configs="generate"),
+    "corpus build": Command("medgo.corpus.config:CorpusConfig", "medgo.corpus.build:run", "clean, deduplicate, de-identify, decontaminate and pack a corpus", configs="corpus", flags={"--output": "output_dir"}),
+    "eval run": Command("medgo.eval.config:EvalConfig", "medgo.eval.run:run", "generate, parse and score CBLUE/ClinicalQA for one or more models; write the report", configs="eval", flags={"--output": "output_dir"}),
+    "plan": Command("medgo.plan:PlanConfig", "medgo.plan:run", "ZeRO-3 memory per GPU, FLOPs and wall-clock time of a pre-training run", configs="plan", flags={"--output": "output_dir"}),
+    "pretrain": Command("medgo.train.pretrain:PretrainConfig", "medgo.train.pretrain:run", "continued pre-training on Ray Train + DeepSpeed ZeRO-3", configs="pretrain", flags={"--output": "output_dir", "--corpus": "data.corpus"}),
+    "eval score": Command(None, "medgo.eval.score_cli:main", "score existing predictions: --task TASK --gold FILE --pred FILE, or --format promptcblue"),
+    "serve": Command(None, "medgo.serve.cli:main", "serve on Ray Serve with an OpenAI-compatible API (serve_configs/local.yaml); 'serve export' writes feedback JSONL"),
 }
 
 
