@@ -16,8 +16,12 @@ from medgo.cli import main as medgo
 
 
 def steps(runs: str) -> list[list[str]]:
+    corpus, model = f"{runs}/corpus/tiny", f"{runs}/pretrain/tiny/model"
     return [
-        ["generate", "--config", "jobs/configs/generate/tiny.yaml"],
+        ["corpus", "build", "--config", "jobs/configs/corpus/tiny.yaml", "--output", corpus],
+        ["pretrain", "--config", "jobs/configs/pretrain/tiny.yaml", "--output", runs, "--corpus", corpus],
+        ["eval", "run", "--config", "jobs/configs/eval/tiny.yaml", "--output", runs, "--set", f"models.0.model.base_model={model}"],
+        ["generate", "--config", "jobs/configs/generate/tiny.yaml", "--set", f"model.base_model={model}"],
     ]
 
 

@@ -10,10 +10,16 @@ import os
 
 import ray
 
+LOCAL_MIN_CPUS = 4
+
 
 def init_ray(address: str | None = None, **kwargs) -> None:
     """Start or join Ray once per process; a no-op when Ray is already initialised."""
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        # Logical CPUs, not cores: a 2-worker training job on a 2-core machine must still leave
+        # room for the Ray Data tasks that feed it.
+        kwargs.setdefault("num_cpus", max(os.cpu_count() or 1, LOCAL_MIN_CPUS))
     ray.init(address=address, log_to_driver=True, **kwargs)

@@ -48,6 +48,10 @@ def test_overrides_are_typed_and_nested():
     assert cfg.model.tiny.hidden_size == 32 and cfg.temperature == 0.0 and cfg.prompt == "你好"
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"prompt": "x"}, ["prompt.a=1"])
+    data = apply_overrides({"models": [{"name": "a"}, {"name": "b"}]}, ["models.1.name=c"])
+    assert data["models"][1]["name"] == "c"
+    with pytest.raises(ConfigError, match="not an item of the list"):
+        apply_overrides({"models": [{"name": "a"}]}, ["models.3.name=c"])
     with pytest.raises(ConfigError, match="key.path=value"):
         apply_overrides({}, ["noequals"])
 

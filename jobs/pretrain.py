@@ -1,0 +1,13 @@
+"""Continued pre-training on Ray Train + DeepSpeed ZeRO-3.
+
+    ray job submit --working-dir . -- python jobs/pretrain.py --config jobs/configs/pretrain/tiny.yaml
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from medgo.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["pretrain", *sys.argv[1:]]))

@@ -1,0 +1,336 @@
+"""The corpus build: sources -> clean -> deduplicate -> de-identify -> decontaminate -> packed shards.
+
+    medgo corpus build --config jobs/configs/corpus/tiny.yaml --output runs/corpus/tiny
+
+Every step is a Ray Data operation over a stream of Arrow batches; the driver only plans the
+read units, holds small decision sets (boilerplate line hashes, duplicate clusters, the eval
+n-gram index) and writes the packed shards.  Tokenized documents are written partitioned by
+*packing group* (consecutive read units of about ``read.group_mb``), so the driver reads them
+back one group at a time, in corpus order, with memory bounded by a group: no global sort.
+Intermediate Parquet files live under ``_work`` while the build runs.  Everything is checked
+before any worker starts (sources, tokenizer, evaluation files, output directory); the new
+corpus is assembled next to the output directory and moved into place only when complete, so a
+failed build never leaves a half-written corpus.
+
+On a multi-node cluster ``output_dir`` must be a filesystem every node can write (e.g. NFS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import ray
+from ray.data.aggregate import CountDistinct
+from tqdm import tqdm
+
+from medgo.config import ConfigError, save_config
+from medgo.corpus import steps
+from medgo.corpus.config import CorpusConfig, resolve_path
+from medgo.corpus.decontam import EvalIndex, build_index, missing_patterns
+from medgo.corpus.dedup import Clusters, candidate_pairs, cluster, lsh_params
+from medgo.corpus.pack import ShardWriter, eos_id, load_hf_tokenizer
+from medgo.corpus.sources import ReadUnit, count_newlines, file_table, group_starts, group_units, list_files, plan_units, read_group_batch, resolve_first_lines, split_doc_id
+from medgo.model.tokenizer import tokenizer_fingerprint
+from medgo.ray_utils import init_ray
+
+BLOCKS_PER_SHARD = 16384
+
+
+@dataclass
+class Plan:
+    """Everything the build needs, checked before any worker starts."""
+
+    cfg: CorpusConfig
+    files: list
+    units: list[ReadUnit]
+    pending: list[ReadUnit]
+    tokenizer: str
+    tokenizer_json: str
+    fingerprint: str
+    eos: int
+    index: EvalIndex | None
+    out: Path
+    staging: Path
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def work(self) -> Path:
+        return self.staging / "_work"
+
+
+def tokenizer_ref(cfg: CorpusConfig) -> str:
+    """``tiny`` or the resolved tokenizer directory (a ConfigError when it does not exist)."""
+    if cfg.tokenizer in ("tiny", "embedded", ""):
+        return "tiny"
+    path = resolve_path(cfg.tokenizer)
+    if not (path / "tokenizer.json").is_file() and not (path / "tokenizer_config.json").is_file():
+        raise ConfigError(f"key 'tokenizer': {cfg.tokenizer!r} is not a Hugging Face tokenizer directory")
+    return str(path.resolve())
+
+
+def check_output(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise ConfigError(f"output_dir {out} exists and is not a corpus directory (no manifest.json); refusing to overwrite it")
+
+
+def prepare(cfg: CorpusConfig) -> Plan:
+    """Validate sources, tokenizer, evaluation files and output directory; plan the read units."""
+    files = list_files(cfg)
+    tokenizer = tokenizer_ref(cfg)
+    tok = load_hf_tokenizer(tokenizer)
+    index = None
+    if cfg.decontam.enabled and cfg.decontam.eval_files:
+        missing = missing_patterns(cfg.decontam.eval_files)
+        if missing:
+            raise ConfigError(f"key 'decontam.eval_files': no file matches {missing}")
+        try:
+            index = build_index(cfg.decontam.eval_files, cfg.decontam.ngram)
+        except ValueError as exc:
+            raise ConfigError(f"key 'decontam.eval_files': {exc}") from None
+    out = resolve_path(cfg.output_dir).resolve()
+    check_output(out)
+    units, pending = plan_units(cfg, files)
+    staging = out.parent / f".{out.name}.building"
+    return Plan(cfg, files, units, pending, tokenizer, tok.backend_tokenizer.to_str(), tokenizer_fingerprint(tok), eos_id(tok), index, out, staging)
+
+
+@contextmanager
+def data_context(cfg: CorpusConfig):
+    """The configured shuffle and block size, for this build only."""
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.shuffle_strategy, ctx.target_max_block_size
+    ctx.shuffle_strategy = cfg.shuffle_strategy
+    ctx.target_max_block_size = int(cfg.read.block_mb * 2**20)
+    try:
+        yield ctx
+    finally:
+        ctx.shuffle_strategy, ctx.target_max_block_size = saved
+
+
+@contextmanager
+def timed(plan: Plan, name: str):
+    start = time.perf_counter()
+    yield
+    plan.timings[name] = round(time.perf_counter() - start, 3)
+    print(f"medgo corpus: {name} done in {plan.timings[name]:.1f}s", flush=True)
+
+
+def _collect(ds: ray.data.Dataset) -> pa.Table | None:
+    """Concatenate a (small) dataset into one Arrow table in the driver."""
+    tables = [b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
+    return pa.concat_tables(tables) if tables else None
+
+
+def _map(plan: Plan, name: str, fn, columns: list[str] | None = None, **kwargs) -> ray.data.Dataset:
+    """A streaming step over the work files ``name``: one task per file, ``fn`` on Arrow batches of
+    ``read.batch_rows`` rows.  Files come from one read group each, so the build keeps the
+    parallelism (and the bounded memory) of its read groups."""
+    files = sorted(str(p) for p in (plan.work / name).glob("*.parquet"))
+    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=max(len(files), 1))
+    kwargs = {"fn": fn, "columns": columns, "batch_rows": plan.cfg.read.batch_rows, **kwargs}
+    return ds.map_batches(steps.map_files_batch, batch_size=1, batch_format="numpy", fn_kwargs=kwargs)
+
+
+def step_read_normalise(plan: Plan) -> np.ndarray:
+    """Read every group of units, one task each (quarantining malformed records), and normalise
+    the text; return the first document of each group."""
+    units = plan.units
+    if plan.pending:
+        counts = ray.data.from_items([asdict(u) for u in plan.pending]).map(count_newlines).take_all()
+        units = resolve_first_lines(units, counts)
+    clean = plan.cfg.clean
+    groups = group_units(units, int(plan.cfg.read.group_mb * 2**20))
+    items = [{"units": json.dumps([asdict(u) for u in g])} for g in groups]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    kwargs = {"batch_rows": plan.cfg.read.batch_rows, "transform": steps.normalise_batch, "fullwidth_to_halfwidth": clean.fullwidth_to_halfwidth, "strip_markup": clean.strip_markup}
+    ds.map_batches(read_group_batch, batch_size=1, batch_format="numpy", fn_kwargs=kwargs).write_parquet(str(plan.work / "normalised"))
+    return group_starts(groups)
+
+
+def step_boilerplate(plan: Plan) -> np.ndarray:
+    """Hashes of lines found in at least ``boilerplate_min_docs`` distinct documents (sorted)."""
+    clean = plan.cfg.clean
+    if clean.boilerplate_min_docs == 0:
+        return np.empty(0, np.int64)
+    k = clean.boilerplate_min_docs
+    ds = _map(plan, "normalised", steps.line_rows_batch, ["text"], min_chars=clean.boilerplate_min_chars)
+    ds = ds.groupby("line", num_partitions=plan.cfg.dedup.shuffle_partitions).aggregate(CountDistinct(on="doc_hash", alias_name="docs"))
+    ds = ds.map_batches(lambda t: t.filter(pc.greater_equal(t["docs"], k)).select(["line"]), batch_format="pyarrow")
+    table = _collect(ds)
+    return np.sort(table.column("line").to_numpy()) if table is not None else np.empty(0, np.int64)
+
+
+def step_filter_sign(plan: Plan, boilerplate: np.ndarray) -> None:
+    """Remove boilerplate lines, apply the quality filters, hash and MinHash what passes."""
+    cfg = plan.cfg
+    ds = _map(plan, "normalised", steps.filter_sign_batch, boilerplate=boilerplate, clean=cfg.clean.model_dump(), dedup=cfg.dedup.model_dump())
+    ds.write_parquet(str(plan.work / "docs"))
+
+
+def step_dedup(plan: Plan) -> Clusters:
+    """Bucket counts over Ray, candidate signatures back to the driver, clusters there."""
+    d = plan.cfg.dedup
+    if not (d.exact or d.near):
+        return Clusters()
+    bands, rows = lsh_params(d)
+    kwargs = {"dedup": d.model_dump(), "bands": bands, "rows": rows}
+    cols = ["doc", "reason", "doc_hash", "signature"]
+    counts = _map(plan, "docs", steps.bucket_rows_batch, cols, **kwargs)
+    counts = counts.groupby("key", num_partitions=d.shuffle_partitions).count()
+    shared = _collect(counts.map_batches(lambda t: t.filter(pc.greater_equal(t["count()"], 2)).select(["key"]), batch_format="pyarrow"))
+    if shared is None:
+        return Clusters()
+    shared_keys = np.unique(shared.column("key").to_numpy())
+    cands = _collect(_map(plan, "docs", steps.candidate_rows_batch, cols, **kwargs, shared_keys=shared_keys))
+    members: dict[int, list[int]] = {}
+    signatures, hashes = {}, {}
+    for doc, h, sig, keys in zip(*(cands.column(c).to_pylist() for c in ("doc", "doc_hash", "signature", "keys"))):
+        signatures[doc], hashes[doc] = np.frombuffer(sig, dtype=np.uint32), h
+        for key in keys:
+            members.setdefault(key, []).append(doc)
+    return cluster(candidate_pairs(members), signatures, hashes, d.threshold, d.near)
+
+
+def dropped_arrays(clusters: Clusters) -> dict:
+    """The documents deduplication drops, as sorted arrays the workers can search."""
+    docs = np.array(sorted(clusters.dropped), dtype=np.int64)
+    return {
+        "docs": docs,
+        "reasons": [clusters.dropped[int(d)][0] for d in docs],
+        "kept": np.array([clusters.dropped[int(d)][1] for d in docs], dtype=np.int64),
+    }
+
+
+def step_final(plan: Plan, clusters: Clusters, starts: np.ndarray) -> None:
+    """Drop duplicates, de-identify, decontaminate, tokenize; write partitioned by packing group."""
+    cfg = plan.cfg
+    phi_types = cfg.phi.types if cfg.phi.enabled else []
+    kwargs = {"dropped": dropped_arrays(clusters), "phi_types": phi_types, "index": plan.index, "tokenizer_json": plan.tokenizer_json, "eos": plan.eos, "validation_fraction": cfg.validation_fraction}
+    ds = _map(plan, "docs", steps.final_batch, **kwargs, group_starts=starts)
+    ds.write_parquet(str(plan.work / "tokens"), partition_cols=["group"])
+
+
+class Summary:
+    """Statistics and the (small) lists of quarantined and contaminated documents, per batch."""
+
+    def __init__(self):
+        self.partials: list[pa.Table] = []
+        self.quarantined: list[dict] = []
+        self.contaminated: list[dict] = []
+
+    def add(self, batch: pa.Table) -> None:
+        self.partials.append(steps.stats_batch(batch))
+        for reason, rows in (("malformed", self.quarantined), ("contaminated", self.contaminated)):
+            hit = batch.filter(pc.equal(batch["reason"], reason))
+            if hit.num_rows:
+                rows.extend(hit.select(["doc", "category", "source", "detail"]).to_pylist())
+
+    def stats(self) -> pa.Table:
+        partial = pa.concat_tables(self.partials)
+        keys = ["category", "source", "reason", "split"]
+        sums = [c for c in partial.column_names if c not in keys]
+        grouped = partial.group_by(keys, use_threads=False).aggregate([(c, "sum") for c in sums])
+        return grouped.rename_columns([n.removesuffix("_sum") for n in grouped.column_names])
+
+
+def step_pack(plan: Plan, n_groups: int) -> tuple[dict[str, ShardWriter], Summary]:
+    """Read the tokenized documents one packing group at a time, in corpus order: pack the kept
+    documents of each split into shards and summarise every row.  Memory is bounded by a group."""
+    cfg = plan.cfg
+    writers = {s: ShardWriter(plan.staging / "shards" / s, cfg.block_size, BLOCKS_PER_SHARD) for s in steps.SPLITS}
+    summary = Summary()
+    with tqdm(total=n_groups, desc="packing", unit="group") as bar:
+        for g in range(n_groups):
+            part = plan.work / "tokens" / f"group={g}"
+            if part.is_dir():
+                table = pq.read_table(part, schema=steps.TOKENS_SCHEMA.remove(steps.TOKENS_SCHEMA.get_field_index("group"))).sort_by("doc")
+                for batch in table.to_batches(max_chunksize=4096):
+                    _pack_batch(pa.Table.from_batches([batch]), writers, summary)
+            bar.update(1)
+    for w in writers.values():
+        w.close()
+    return writers, summary
+
+
+def _pack_batch(batch: pa.Table, writers: dict[str, ShardWriter], summary: Summary) -> None:
+    summary.add(batch)
+    ids = batch.column("input_ids").combine_chunks()
+    offsets, values = ids.offsets.to_numpy(), ids.values.to_numpy()
+    for i, split in enumerate(batch.column("split").to_pylist()):
+        if split is not None:
+            writers[split].add(values[offsets[i] : offsets[i + 1]])
+
+
+def content_hash(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def doc_ref(plan_files: list[dict], doc: int) -> dict:
+    file_index, line = split_doc_id(doc)
+    return {"file": plan_files[file_index]["file"], "line": line}
+
+
+def finalize(plan: Plan) -> None:
+    """Move the finished corpus into place (replacing an earlier build) and drop the work files."""
+    if not plan.cfg.keep_work:
+        shutil.rmtree(plan.work, ignore_errors=True)
+    if plan.out.exists():
+        shutil.rmtree(plan.out)
+    plan.staging.rename(plan.out)
+
+
+def run(cfg: CorpusConfig) -> dict:
+    """Build the corpus described by ``cfg``; returns the manifest."""
+    from medgo.corpus.report import build_manifest, write_report
+
+    plan = prepare(cfg)
+    if plan.staging.exists():
+        shutil.rmtree(plan.staging)
+    plan.work.mkdir(parents=True)
+    init_ray(cfg.ray.address)
+    with data_context(cfg):
+        with timed(plan, "read+normalise"):
+            starts = step_read_normalise(plan)
+        with timed(plan, "boilerplate"):
+            boilerplate = step_boilerplate(plan)
+        with timed(plan, "filter+minhash"):
+            step_filter_sign(plan, boilerplate)
+        with timed(plan, "dedup"):
+            clusters = step_dedup(plan)
+        with timed(plan, "deidentify+decontaminate+tokenize"):
+            step_final(plan, clusters, starts)
+        with timed(plan, "pack"):
+            writers, summary = step_pack(plan, len(starts))
+    stats, quarantined, contaminated = summary.stats(), summary.quarantined, summary.contaminated
+    files = file_table(plan.files, cfg)
+    write_jsonl(plan.staging / "quarantine.jsonl", [{**doc_ref(files, r["doc"]), "source": r["source"], "reason": r["detail"]} for r in quarantined])
+    write_jsonl(plan.staging / "decontaminated.jsonl", [{**doc_ref(files, r["doc"]), "category": r["category"], **json.loads(r["detail"])} for r in contaminated])
+    write_jsonl(plan.staging / "duplicates.jsonl", [{"kept": doc_ref(files, k), "dropped": [doc_ref(files, d) for d in ds]} for k, ds in clusters.clusters])
+    manifest = build_manifest(plan, stats, clusters, boilerplate, writers, files, len(quarantined), len(contaminated), len(starts))
+    (plan.staging / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (plan.staging / "metrics.json").write_text(json.dumps({"seconds": plan.timings}, indent=2) + "\n", encoding="utf-8")
+    save_config(cfg, plan.staging / "config.yaml")
+    write_report(plan.staging, manifest, plan.timings)
+    finalize(plan)
+    print(f"medgo corpus: wrote {plan.out} ({manifest['splits']['train']['tokens']} train / {manifest['splits']['validation']['tokens']} validation tokens)")
+    return manifest

@@ -1,0 +1,128 @@
+"""The launcher's parts without Ray: DeepSpeed config, block stream, metrics sinks, export writer, FLOPs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medgo.config import ConfigError, ModelConfig, build_config, load_config
+from medgo.model import load_model
+from medgo.train.checkpoint import ShardWriter
+from medgo.train.data import IGNORE_INDEX, BlockStream, collate_blocks
+from medgo.train.deepspeed_config import deepspeed_config
+from medgo.train.flops import Architecture, peak_flops
+from medgo.train.metrics import MetricsSink, plot_loss_curve, read_metrics
+from medgo.train.pretrain import PretrainConfig
+from medgo.train.settings import DeepSpeedSettings, OptimizerSettings
+
+
+def test_deepspeed_config_follows_settings():
+    cfg = load_config(PretrainConfig, "jobs/configs/pretrain/tiny.yaml", ["batch.grad_accum_steps=3", "optim.warmup_steps=7"])
+    ds = deepspeed_config(cfg.deepspeed, cfg.optim, cfg.batch, world_size=2, total_steps=50, dtype=torch.float32, use_gpu=False)
+    assert ds["train_batch_size"] == cfg.batch.micro_batch_size * 3 * 2
+    assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"]["enabled"] is False
+    assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["torch_adam"] is True
+    assert ds["optimizer"]["params"]["lr"] == cfg.optim.lr and ds["gradient_clipping"] == cfg.optim.gradient_clipping
+    sched = ds["scheduler"]["params"]
+    assert ds["scheduler"]["type"] == "WarmupCosineLR" and sched["warmup_num_steps"] == 7 and sched["total_num_steps"] == 50
+    gpu = deepspeed_config(cfg.deepspeed, cfg.optim, cfg.batch, world_size=64, total_steps=50, dtype=torch.bfloat16, use_gpu=True)
+    assert gpu["bf16"]["enabled"] is True and "torch_adam" not in gpu["optimizer"]["params"]
+
+
+def test_the_72b_config_asks_for_what_the_paper_used():
+    cfg = load_config(PretrainConfig, "jobs/configs/pretrain/qwen2_72b.yaml")
+    assert cfg.ray.num_workers == 64 and cfg.ray.use_gpu and cfg.deepspeed.zero_stage == 3
+    assert cfg.model.dtype == "bfloat16" and cfg.model.attn_implementation == "flash_attention_2"
+    assert cfg.deepspeed.activation_checkpointing
+
+
+def test_settings_reject_impossible_values():
+    with pytest.raises(ConfigError, match="offload_params needs zero_stage 3"):
+        build_config(PretrainConfig, {"deepspeed": {"zero_stage": 2, "offload_params": True}})
+    with pytest.raises(ConfigError, match=r"key 'deepspeed\.zero_stage'"):
+        build_config(PretrainConfig, {"deepspeed": {"zero_stage": 4}})
+    with pytest.raises(ConfigError, match="betas"):
+        build_config(PretrainConfig, {"optim": {"betas": [0.9, 1.5]}})
+    with pytest.raises(ConfigError, match=r"unknown key 'batch\.micro_batch'"):
+        build_config(PretrainConfig, {"batch": {"micro_batch": 2}})
+    assert isinstance(OptimizerSettings().betas, tuple) and DeepSpeedSettings().zero_stage == 3
+
+
+def test_collate_pads_a_short_last_block():
+    batch = collate_blocks({"input_ids": np.array([np.arange(4), np.arange(2)], dtype=object)}, pad_id=0)
+    assert batch["input_ids"].tolist() == [[0, 1, 2, 3], [0, 1, 0, 0]]
+    assert batch["labels"].tolist() == [[0, 1, 2, 3], [0, 1, IGNORE_INDEX, IGNORE_INDEX]]
+
+
+class FakeShard:
+    """Stands in for a Ray Train dataset shard: the same rows, in the same order, every epoch."""
+
+    def __init__(self, rows):
+        self.rows, self.epochs = rows, 0
+
+    def iter_torch_batches(self, batch_size, collate_fn, drop_last, prefetch_batches):
+        self.epochs += 1
+        for i in range(0, len(self.rows) - batch_size + 1, batch_size):
+            yield collate_fn({"input_ids": np.array(self.rows[i : i + batch_size], dtype=object)})
+
+
+def test_block_stream_resumes_at_the_next_unseen_block():
+    rows = [np.full(3, i) for i in range(10)]  # 10 blocks, micro-batch 2: 5 batches per epoch
+    first = BlockStream(FakeShard(rows), micro_batch_size=2, pad_id=0)
+    seen = [next(first)["input_ids"][:, 0].tolist() for _ in range(7)]
+    assert seen[:5] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]] and seen[5:] == [[0, 1], [2, 3]]
+    assert first.position() == (1, 4)
+    resumed = BlockStream(FakeShard(rows), micro_batch_size=2, pad_id=0, epoch=0, consumed=6)
+    assert [next(resumed)["input_ids"][:, 0].tolist() for _ in range(4)] == seen[3:7]
+    assert resumed.position() == (1, 4) and resumed.first_digest == first.first_digest
+
+
+def test_metrics_sink_drops_steps_after_the_restored_checkpoint(tmp_path):
+    sink = MetricsSink(tmp_path, "pretrain", "t", start_step=0, tensorboard=True, ray_metrics=False)
+    for step in range(1, 6):
+        sink.log(step, {"loss": 10.0 - step, "lr": 0.1})
+    sink.close()
+    resumed = MetricsSink(tmp_path, "pretrain", "t", start_step=3, tensorboard=True, ray_metrics=False)
+    resumed.log(4, {"loss": 5.5, "eval_loss": 5.0})
+    resumed.close()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[-1]["loss"] == 5.5
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    png = plot_loss_curve(tmp_path / "metrics.jsonl", tmp_path / "loss.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shard_writer_splits_and_indexes(tmp_path):
+    tensors = {f"w{i}": torch.full((256,), float(i)) for i in range(5)}  # 1 KiB each
+    writer = ShardWriter(tmp_path, max_bytes=2048)
+    for name, t in tensors.items():
+        writer.add(name, t)
+    files = writer.close()
+    assert [f.name for f in files] == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert index["metadata"]["total_size"] == 5 * 1024 and set(index["weight_map"]) == set(tensors)
+    loaded = {k: v for f in files for k, v in load_file(str(f)).items()}
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+
+
+def test_parameter_count_matches_the_model_and_deepspeed(tokenizer):
+    from deepspeed.runtime.zero.stage3 import model_to_params
+
+    model = load_model(ModelConfig(), tokenizer)
+    arch = Architecture.from_hf(model.config)
+    total, largest = model_to_params(model)
+    assert arch.total_params() == total == sum(p.numel() for p in model.parameters())
+    assert arch.largest_module_params() == largest
+    # tied head: the embedding matrix is multiplied once (as the head); norms are not matmuls
+    matmuls = total - arch.hidden - 2 * arch.hidden * arch.layers
+    assert arch.train_flops_per_token(64) == 6 * matmuls + 12 * arch.layers * arch.hidden * 64
+
+
+def test_peak_flops_lookup():
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert peak_flops("NVIDIA H200") == 989e12 and peak_flops(None) is None and peak_flops(None, 5e11) == 5e11
