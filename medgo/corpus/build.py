@@ -131,12 +131,17 @@ def _collect(ds: ray.data.Dataset) -> pa.Table | None:
     return pa.concat_tables(tables) if tables else None
 
 
+def _files(plan: Plan, name: str) -> list[str]:
+    """The work files of one step, sorted (none when every source was empty)."""
+    return sorted(str(p) for p in (plan.work / name).glob("*.parquet"))
+
+
 def _map(plan: Plan, name: str, fn, columns: list[str] | None = None, **kwargs) -> ray.data.Dataset:
     """A streaming step over the work files ``name``: one task per file, ``fn`` on Arrow batches of
     ``read.batch_rows`` rows.  Files come from one read group each, so the build keeps the
     parallelism (and the bounded memory) of its read groups."""
-    files = sorted(str(p) for p in (plan.work / name).glob("*.parquet"))
-    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=max(len(files), 1))
+    files = _files(plan, name)
+    ds = ray.data.from_items([{"path": f} for f in files], override_num_blocks=len(files))
     kwargs = {"fn": fn, "columns": columns, "batch_rows": plan.cfg.read.batch_rows, **kwargs}
     return ds.map_batches(steps.map_files_batch, batch_size=1, batch_format="numpy", fn_kwargs=kwargs)
 
@@ -160,7 +165,7 @@ def step_read_normalise(plan: Plan) -> np.ndarray:
 def step_boilerplate(plan: Plan) -> np.ndarray:
     """Hashes of lines found in at least ``boilerplate_min_docs`` distinct documents (sorted)."""
     clean = plan.cfg.clean
-    if clean.boilerplate_min_docs == 0:
+    if clean.boilerplate_min_docs == 0 or not _files(plan, "normalised"):
         return np.empty(0, np.int64)
     k = clean.boilerplate_min_docs
     ds = _map(plan, "normalised", steps.line_rows_batch, ["text"], min_chars=clean.boilerplate_min_chars)
@@ -173,6 +178,8 @@ def step_boilerplate(plan: Plan) -> np.ndarray:
 def step_filter_sign(plan: Plan, boilerplate: np.ndarray) -> None:
     """Remove boilerplate lines, apply the quality filters, hash and MinHash what passes."""
     cfg = plan.cfg
+    if not _files(plan, "normalised"):
+        return
     ds = _map(plan, "normalised", steps.filter_sign_batch, boilerplate=boilerplate, clean=cfg.clean.model_dump(), dedup=cfg.dedup.model_dump())
     ds.write_parquet(str(plan.work / "docs"))
 
@@ -180,7 +187,7 @@ def step_filter_sign(plan: Plan, boilerplate: np.ndarray) -> None:
 def step_dedup(plan: Plan) -> Clusters:
     """Bucket counts over Ray, candidate signatures back to the driver, clusters there."""
     d = plan.cfg.dedup
-    if not (d.exact or d.near):
+    if not (d.exact or d.near) or not _files(plan, "docs"):
         return Clusters()
     bands, rows = lsh_params(d)
     kwargs = {"dedup": d.model_dump(), "bands": bands, "rows": rows}
@@ -214,6 +221,8 @@ def dropped_arrays(clusters: Clusters) -> dict:
 def step_final(plan: Plan, clusters: Clusters, starts: np.ndarray) -> None:
     """Drop duplicates, de-identify, decontaminate, tokenize; write partitioned by packing group."""
     cfg = plan.cfg
+    if not _files(plan, "docs"):
+        return
     phi_types = cfg.phi.types if cfg.phi.enabled else []
     kwargs = {"dropped": dropped_arrays(clusters), "phi_types": phi_types, "index": plan.index, "tokenizer_json": plan.tokenizer_json, "eos": plan.eos, "validation_fraction": cfg.validation_fraction}
     ds = _map(plan, "docs", steps.final_batch, **kwargs, group_starts=starts)
@@ -236,6 +245,8 @@ class Summary:
                 rows.extend(hit.select(["doc", "category", "source", "detail"]).to_pylist())
 
     def stats(self) -> pa.Table:
+        if not self.partials:  # nothing was read
+            return pa.table({"category": pa.array([], pa.string())})
         partial = pa.concat_tables(self.partials)
         keys = ["category", "source", "reason", "split"]
         sums = [c for c in partial.column_names if c not in keys]

@@ -6,6 +6,7 @@ Ray's CPUs for the rest of the suite.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -196,12 +197,15 @@ def serve_run_process(tmp_path_factory):
     try:
         yield SimpleNamespace(url=f"http://127.0.0.1:{port}", config=path, proc=proc, log=log, key=SERVE_RUN_KEY)
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # it may have exited already (its log then says why)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 @pytest.fixture(scope="package", autouse=True)
