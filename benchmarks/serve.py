@@ -1,7 +1,7 @@
 """Serving benchmark: continuous batching vs one request at a time, latency, TTFT, HTTP overhead.
 
     python benchmarks/serve.py                      # tiny model on the CPU, ~1-2 minutes
-    python benchmarks/serve.py --clients 16 --requests 4 --max-tokens 64 --single-tokens 128
+    python benchmarks/serve.py --clients 16 --requests 4 --max-tokens 128 --single-tokens 128
 
 Side by side in one process (a local Ray with Serve on port 18100):
 1. one request, ``model.generate`` called directly, vs the same request through HTTP -> Serve
@@ -169,14 +169,15 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-def deploy(tmp: Path) -> str:
+def deploy(tmp: Path, stream_interval_ms: float) -> str:
     from ray import serve
     from ray.serve.api import RunTarget
 
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     targets = []
     for name, batch in (("batched", 16), ("serial", 1)):
-        settings = ServeSettings(max_batch_size=batch, max_tokens_limit=512, database_url=f"sqlite:///{tmp / name}.db", database_url_env=None, api_keys_env=None)
+        settings = ServeSettings(max_batch_size=batch, max_tokens_limit=512, stream_interval_ms=stream_interval_ms,
+                                 database_url=f"sqlite:///{tmp / name}.db", database_url_env=None, api_keys_env=None)
         app = compose(settings, model_options={"autoscaling_config": None, "num_replicas": 1, "max_ongoing_requests": 64, "max_queued_requests": -1,
                                                "ray_actor_options": {"num_cpus": THREADS}})
         targets.append(RunTarget(app, name=name, route_prefix=f"/{name}"))
@@ -189,9 +190,10 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=4, help="requests per client and round")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of batched and one-at-a-time load")
-    ap.add_argument("--max-tokens", type=int, default=64, help="tokens per request under load")
+    ap.add_argument("--max-tokens", type=int, default=128, help="tokens per request under load")
     ap.add_argument("--single-tokens", type=int, default=128, help="tokens of the single-request comparison")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--stream-interval-ms", type=float, default=ServeSettings().stream_interval_ms, help="the served apps' stream_interval_ms")
     args = ap.parse_args()
 
     import ray
@@ -200,7 +202,7 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
-        url = deploy(Path(tmp))
+        url = deploy(Path(tmp), args.stream_interval_ms)
         single = interleaved_medians({"direct_generate_s": DirectGenerate(args.single_tokens), "direct_engine_s": DirectEngine(args.single_tokens),
                                       "http_serve_s": OverHTTP(f"{url}/batched", args.single_tokens)}, args.repeats)
         engine = {name: engine_tokens_per_s(batch, args.clients, args.max_tokens) for name, batch in (("batched", 16), ("serial", 1))}

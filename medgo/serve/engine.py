@@ -96,7 +96,7 @@ class Sequence:
 class Engine:
     """Runs one model for many concurrent requests; thread-safe ``submit`` and async ``generate``."""
 
-    def __init__(self, model, tokenizer, max_batch_size: int = 16, batch_wait_s: float = 0.005, step_delay_s: float = 0.0, eos_token_ids: set[int] | None = None):
+    def __init__(self, model, tokenizer, max_batch_size: int = 16, batch_wait_s: float = 0.0, step_delay_s: float = 0.0, eos_token_ids: set[int] | None = None):
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size, self.batch_wait_s, self.step_delay_s = max_batch_size, batch_wait_s, step_delay_s
         self.device = next(model.parameters()).device
@@ -264,6 +264,8 @@ class Engine:
             reason = "stop"
         elif len(seq.tokens) >= req.max_tokens:
             reason = "length"
+        if not (req.stream or req.stop or reason):  # nobody reads the text before the end
+            return
         text = self.tokenizer.decode(seq.tokens, skip_special_tokens=True)
         cut = min((i for i in (text.find(s) for s in req.stop) if i >= 0), default=-1)
         if cut >= 0:

@@ -34,8 +34,8 @@ class ServeSettings(Section):
     """``auto`` spreads a model too large for one GPU over all GPUs of the replica."""
     max_batch_size: int = Field(16, gt=0)
     """Most sequences decoded together in one forward pass of a replica."""
-    batch_wait_ms: float = Field(5.0, ge=0)
-    """How long an idle replica waits for more requests before starting a batch."""
+    batch_wait_ms: float = Field(0.0, ge=0)
+    """How long an idle replica waits for company before its first prefill (later requests join between steps anyway)."""
     stream_interval_ms: float = Field(50.0, ge=0)
     """A stream sends the text gathered over this long as one chunk (Ray Serve LLM's default; 0: every token)."""
     max_tokens_limit: int = Field(512, gt=0)

@@ -7,8 +7,11 @@ preference (DPO/KTO) stage reads::
 
     medgo serve export --database sqlite:///runs/serve/feedback.db --output runs/serve/feedback.jsonl
 
-Each line: ``{response_id, created, model, prompt, answer, verdict, corrected_answer, comment, reviewer}``
-where ``prompt`` is the chat messages (list of ``{role, content}``) or the raw completion prompt.
+Each line has the fields of ``medgo/assets/feedback/feedback.jsonl`` — ``{response_id, created
+(ISO 8601 UTC), model, prompt, answer, verdict, corrected_answer, comment, reviewer}`` with
+``prompt`` the doctor's (last user) question, or the raw prompt of a text completion — plus
+``messages``: the whole chat (list of ``{role, content}``, system and earlier turns included),
+``null`` for text completions.
 """
 
 from __future__ import annotations
@@ -188,16 +191,19 @@ class FeedbackStore:
 
 
 def preference_record(fb: FeedbackRow, comp: CompletionRow) -> dict:
-    """One export line: field names shared with ``medgo/assets/feedback/feedback.jsonl``."""
+    """One export line in the format of ``medgo/assets/feedback/feedback.jsonl``, plus ``messages``."""
     created = comp.created if comp.created.tzinfo else comp.created.replace(tzinfo=timezone.utc)
+    messages = comp.prompt if isinstance(comp.prompt, list) else None
+    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "") if messages else comp.prompt
     return {
         "response_id": comp.id,
-        "created": int(created.timestamp()),
+        "created": created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": comp.model,
-        "prompt": comp.prompt,
+        "prompt": question,
         "answer": comp.answer,
         "verdict": fb.verdict,
         "corrected_answer": fb.corrected_answer,
         "comment": fb.comment,
         "reviewer": fb.reviewer,
+        "messages": messages,
     }

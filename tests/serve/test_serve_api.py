@@ -221,7 +221,8 @@ def test_feedback_flow_and_export(runner, store_url):
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "verdict"
     records = [json.loads(line) for line in export.text.splitlines()]
     assert len(records) == 1 and records[0]["response_id"] == done["id"]
-    assert records[0]["answer"] == done["choices"][0]["message"]["content"] and records[0]["prompt"] == MSG
+    assert records[0]["answer"] == done["choices"][0]["message"]["content"] and records[0]["messages"] == MSG
+    assert records[0]["prompt"] == MSG[0]["content"]
     assert store.counts() == (1, 1)
 
 

@@ -60,4 +60,5 @@ def test_openai_client_streaming_and_feedback(served, tmp_path):
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert len(records) == 1
     assert records[0]["response_id"] == whole.id and records[0]["answer"] == whole.choices[0].message.content
-    assert records[0]["prompt"] == question and records[0]["corrected_answer"] == fb["corrected_answer"]
+    assert records[0]["prompt"] == question[0]["content"] and records[0]["messages"] == question
+    assert records[0]["corrected_answer"] == fb["corrected_answer"]

@@ -6,12 +6,14 @@ import io
 import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
 from medgo.serve.store import FeedbackStore, UnknownResponse
 
-EXPORT_FIELDS = ["response_id", "created", "model", "prompt", "answer", "verdict", "corrected_answer", "comment", "reviewer"]
+EXPORT_FIELDS = ["response_id", "created", "model", "prompt", "answer", "verdict", "corrected_answer", "comment", "reviewer", "messages"]
+ASSET = Path(__file__).resolve().parents[2] / "medgo" / "assets" / "feedback" / "feedback.jsonl"
 
 
 def completion(rid: str, **over) -> dict:
@@ -79,10 +81,27 @@ def test_export_has_the_preference_stage_fields(store):
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [list(r) for r in lines] == [EXPORT_FIELDS, EXPORT_FIELDS]
     first, second = lines
-    assert first["prompt"] == [{"role": "user", "content": "高血压患者可以喝咖啡吗？"}]
+    assert first["prompt"] == "高血压患者可以喝咖啡吗？" and first["messages"] == [{"role": "user", "content": "高血压患者可以喝咖啡吗？"}]
     assert (first["answer"], first["verdict"], first["corrected_answer"], first["reviewer"]) == ("多喝热水。", "unacceptable", "请测量体温并就医。", "dr-chen")
-    assert second["prompt"] == "高血压的定义" and second["verdict"] == "acceptable"
-    assert abs(first["created"] - datetime.now(timezone.utc).timestamp()) < 120
+    assert second["prompt"] == "高血压的定义" and second["messages"] is None and second["verdict"] == "acceptable"
+    created = datetime.strptime(first["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert abs((created - datetime.now(timezone.utc)).total_seconds()) < 120
+    if ASSET.is_file():  # same field names and types as the embedded sample the preference stage reads
+        sample = json.loads(ASSET.read_text(encoding="utf-8").splitlines()[0])
+        assert set(sample) <= set(first)
+        for key, value in sample.items():
+            if value is not None and first[key] is not None:
+                assert type(first[key]) is type(value), key
+        datetime.strptime(sample["created"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_export_prompt_is_the_last_question_of_a_conversation(store):
+    chat = [{"role": "system", "content": "你是医生。"}, {"role": "user", "content": "我头痛。"},
+            {"role": "assistant", "content": "多久了？"}, {"role": "user", "content": "三天了，怎么办？"}]
+    store.add_completion(**completion("chatcmpl-h", prompt=chat))
+    store.add_feedback("chatcmpl-h", "acceptable")
+    (record,) = store.iter_preferences()
+    assert record["prompt"] == "三天了，怎么办？" and record["messages"] == chat
     future = datetime.now(timezone.utc) + timedelta(hours=1)
     assert store.export_jsonl(io.StringIO(), since=future) == 0
 
