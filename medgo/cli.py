@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -75,23 +76,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the command line, a config or an input file: a one-line message, exit code 2."""
+    from medgo.corpus.dataset import ShardMismatchError
+    from medgo.model.loading import ModelLoadError
+
+    return ConfigError, ModelLoadError, ShardMismatchError, FileNotFoundError
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; set ``MEDGO_DEBUG=1`` for the full traceback of an input error."""
     args = build_parser().parse_args(argv)
     cmd = COMMANDS[args.command_name]
-    if cmd.config is None:
-        return int(_resolve(cmd.run)(args.argv) or 0)
-    overrides = list(args.overrides)
-    for key in cmd.flags.values():
-        value = getattr(args, f"flag_{key}")
-        if value is not None:
-            overrides.append(f"{key}={value}")
     try:
+        if cmd.config is None:
+            return int(_resolve(cmd.run)(args.argv) or 0)
+        overrides = list(args.overrides)
+        for key in cmd.flags.values():
+            value = getattr(args, f"flag_{key}")
+            if value is not None:
+                overrides.append(f"{key}={value}")
         cfg = load_config(_resolve(cmd.config), args.config, overrides)
-    except ConfigError as exc:
-        print(f"medgo: error: {exc}", file=sys.stderr)
+        _resolve(cmd.run)(cfg)
+        return 0
+    except _user_errors() as exc:
+        if os.environ.get("MEDGO_DEBUG"):
+            raise
+        print(f"medgo {args.command_name}: error: {exc}", file=sys.stderr)
         return 2
-    _resolve(cmd.run)(cfg)
-    return 0
 
 
 if __name__ == "__main__":

@@ -64,3 +64,11 @@ def test_cli_rejects_unknown_key_with_exit_2(capsys):
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(GenerateConfig, tmp_path / "nope.yaml")
+
+
+def test_cli_names_a_missing_model_directory_with_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MEDGO_DEBUG", raising=False)
+    missing = tmp_path / "no-such-model"
+    assert main(["generate", "--set", f"model.base_model={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err

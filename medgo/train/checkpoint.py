@@ -6,6 +6,12 @@ A checkpoint directory in Ray Train's storage holds DeepSpeed's files from all r
 the latest one after a worker failure (``ray.train.get_checkpoint()``) and, when a run with the
 same name and storage path is started again, continues from it.
 
+Ray Train's controller learns of a reported checkpoint only when it next polls the workers; a
+worker that dies in between takes that report with it, and the controller would restore the one
+before.  Each rank therefore drops a ``.complete-rank-<r>`` marker beside its files once its
+upload has returned, and :func:`restore` loads whichever is newer: Ray's checkpoint or the newest
+one in storage that every rank has marked complete.
+
 :func:`export_hf_model` gathers the ZeRO-3 partitions one parameter at a time and writes a plain
 Hugging Face directory (``config.json``, ``model*.safetensors``, tokenizer files).
 """
@@ -22,6 +28,13 @@ import torch
 
 STATE_FILE = "train_state.json"
 CHECKPOINT_PREFIX = "checkpoint_step_"
+COMPLETE_MARKER = ".complete-rank-{rank}"
+
+
+def _storage_fs(uri: str):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
 
 
 @dataclass
@@ -49,48 +62,102 @@ class TrainState:
         return cls(**json.loads(path.read_text(encoding="utf-8")))
 
 
-def save_and_report(engine, state: TrainState, metrics: dict, rank: int) -> None:
-    """Every rank saves its DeepSpeed shards; Ray Train merges them into one checkpoint directory."""
+def save_and_report(engine, state: TrainState, metrics: dict, rank: int, run_storage: str) -> None:
+    """Every rank saves its DeepSpeed shards; Ray Train merges them into one checkpoint directory.
+
+    ``report`` returns once this rank's files are in storage; the marker written after it says so.
+    """
     import ray.train
 
+    name = f"{CHECKPOINT_PREFIX}{state.step:08d}"
     with tempfile.TemporaryDirectory(prefix="medgo-ckpt-") as tmp:
         engine.save_checkpoint(tmp, tag=f"step_{state.step}")
         if rank == 0:
             state.write(tmp)
-        ray.train.report(
-            metrics,
-            checkpoint=ray.train.Checkpoint.from_directory(tmp),
-            checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{state.step:08d}",
-        )
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+    fs, root = _storage_fs(run_storage)
+    with fs.open_output_stream(f"{root}/{name}/{COMPLETE_MARKER.format(rank=rank)}") as f:
+        f.write(str(state.step).encode())
 
 
-def restore(engine) -> TrainState | None:
-    """Load the checkpoint Ray Train hands this attempt (None on a fresh start)."""
+def restore(engine, run_storage: str, rank: int) -> TrainState | None:
+    """Load the newest complete checkpoint (None on a fresh start); rank 0 chooses for everyone."""
     import ray.train
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
+    from medgo.train.launcher import broadcast
+
+    ray_checkpoint = ray.train.get_checkpoint()
+    choice = None
+    if rank == 0:
+        candidates = []
+        if ray_checkpoint is not None:
+            state = _read_state(ray_checkpoint.filesystem, f"{ray_checkpoint.path}/{STATE_FILE}")
+            if state is None:
+                raise FileNotFoundError(f"checkpoint {ray_checkpoint.path} has no {STATE_FILE}")
+            candidates.append((state.step, "ray", ray_checkpoint.path))
+        newest = newest_complete_checkpoint(run_storage)
+        if newest is not None:
+            candidates.append((newest[0].step, "storage", newest[1]))
+        choice = max(candidates) if candidates else None
+    choice = broadcast(choice)
+    if choice is None:
         return None
+    step, source, path = choice
+    if source == "ray":
+        checkpoint = ray_checkpoint
+    else:
+        fs, _ = _storage_fs(run_storage)
+        checkpoint = ray.train.Checkpoint(path, filesystem=fs)
+        if rank == 0:
+            print(f"restoring step {step} from {path}: reported before the failure but not yet registered by Ray Train", flush=True)
     with checkpoint.as_directory() as directory:
         state = TrainState.read(directory)
-        path, _ = engine.load_checkpoint(directory, tag=None)
-        if path is None:
+        loaded, _ = engine.load_checkpoint(directory, tag=None)
+        if loaded is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint to load in {checkpoint.path}")
     return state
 
 
-def latest_checkpoint_state(run_storage: str) -> TrainState | None:
-    """Driver side, before workers start: the newest ``train_state.json`` under a run's storage path."""
+def _checkpoint_dirs(run_storage: str):
     import pyarrow.fs as pafs
 
-    fs, root = pafs.FileSystem.from_uri(run_storage) if "://" in run_storage else (pafs.LocalFileSystem(), run_storage)
+    fs, root = _storage_fs(run_storage)
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    dirs = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX))
-    for name in reversed(dirs):
-        path = f"{root}/{name}/{STATE_FILE}"
-        if fs.get_file_info(path).type == pafs.FileType.File:
-            with fs.open_input_stream(path) as f:
-                return TrainState(**json.loads(f.read().decode("utf-8")))
+    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(CHECKPOINT_PREFIX))
+    return fs, root, names
+
+
+def _read_state(fs, path: str) -> TrainState | None:
+    import pyarrow.fs as pafs
+
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as f:
+        return TrainState(**json.loads(f.read().decode("utf-8")))
+
+
+def newest_complete_checkpoint(run_storage: str) -> tuple[TrainState, str] | None:
+    """The newest checkpoint in storage that has its state file and a completion marker from every rank."""
+    import pyarrow.fs as pafs
+
+    fs, root, names = _checkpoint_dirs(run_storage)
+    for name in reversed(names):
+        state = _read_state(fs, f"{root}/{name}/{STATE_FILE}")
+        if state is None:
+            continue
+        markers = [f"{root}/{name}/{COMPLETE_MARKER.format(rank=r)}" for r in range(state.world_size)]
+        if all(info.type == pafs.FileType.File for info in fs.get_file_info(markers)):
+            return state, f"{root}/{name}"
+    return None
+
+
+def latest_checkpoint_state(run_storage: str) -> TrainState | None:
+    """Driver side, before workers start: the newest ``train_state.json`` under a run's storage path."""
+    fs, root, names = _checkpoint_dirs(run_storage)
+    for name in reversed(names):
+        state = _read_state(fs, f"{root}/{name}/{STATE_FILE}")
+        if state is not None:
+            return state
     return None
 
 

@@ -219,7 +219,7 @@ def train_loop(config: dict) -> dict:
     dtype = resolve_dtype(cfg.model.dtype)
     ds_config = deepspeed_config(cfg.deepspeed, cfg.optim, cfg.batch, world_size=world, total_steps=plan.total_steps, dtype=dtype, use_gpu=device.type == "cuda")
     engine, _keepalive = build_engine(cfg.model, tokenizer, ds_config, device, cfg.deepspeed.activation_checkpointing)
-    state = ckpt.restore(engine) or ckpt.TrainState(world_size=world)
+    state = ckpt.restore(engine, f"{plan.storage}/{cfg.run_name}", rank) or ckpt.TrainState(world_size=world)
     start_step = state.step
     nodes = all_gather(ray.get_runtime_context().get_node_id())
     stream = BlockStream(ray.train.get_dataset_shard("train"), cfg.batch.micro_batch_size, tokenizer.pad_token_id, state.epoch, state.blocks_in_epoch)
@@ -327,7 +327,7 @@ class Loop:
             self.sink.log(step, metrics)
         if step % c.every_steps == 0 or last:
             self.state.first_block_digests = all_gather(self.stream.first_digest)
-            ckpt.save_and_report(self.engine, self.state, {"step": step, **metrics}, self.rank)
+            ckpt.save_and_report(self.engine, self.state, {"step": step, **metrics}, self.rank, f"{self.plan.storage}/{self.cfg.run_name}")
         elif "eval_loss" in metrics:  # Ray Train takes one report per poll (~2 s): report evaluations, not every step
             ray.train.report({"step": step, **metrics})
 

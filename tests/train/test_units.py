@@ -126,3 +126,41 @@ def test_peak_flops_lookup():
     assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H100 PCIe") == 756e12
     assert peak_flops("NVIDIA H200") == 989e12 and peak_flops(None) is None and peak_flops(None, 5e11) == 5e11
+
+
+class _FakeEngine:
+    def __init__(self):
+        self.loaded = None
+
+    def load_checkpoint(self, directory, tag=None):
+        self.loaded = json.loads((__import__("pathlib").Path(directory) / "train_state.json").read_text())["step"]
+        return directory, {}
+
+
+def _checkpoint(root, step, ranks):
+    from medgo.train.checkpoint import CHECKPOINT_PREFIX, COMPLETE_MARKER, TrainState
+
+    d = root / f"{CHECKPOINT_PREFIX}{step:08d}"
+    d.mkdir(parents=True)
+    TrainState(step=step, world_size=2).write(d)
+    for rank in ranks:
+        (d / COMPLETE_MARKER.format(rank=rank)).write_text(str(step))
+    return d
+
+
+def test_restore_prefers_a_newer_complete_checkpoint_than_the_one_ray_registered(tmp_path, monkeypatch):
+    """A worker that dies right after a report takes it with it; storage still has every rank's files."""
+    import ray.train
+
+    from medgo.train.checkpoint import newest_complete_checkpoint, restore
+
+    registered = _checkpoint(tmp_path, 12, [0, 1])
+    _checkpoint(tmp_path, 16, [0, 1])
+    _checkpoint(tmp_path, 20, [0])  # rank 1 died before its upload returned
+    assert newest_complete_checkpoint(str(tmp_path))[0].step == 16
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ray.train.Checkpoint.from_directory(str(registered)))
+    engine = _FakeEngine()
+    assert restore(engine, str(tmp_path), rank=0).step == 16 and engine.loaded == 16
+
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)
+    assert restore(_FakeEngine(), str(tmp_path / "elsewhere"), rank=0) is None
