@@ -40,6 +40,8 @@ COMMANDS: dict[str, Command] = {
     "eval run": Command("medgo.eval.config:EvalConfig", "medgo.eval.run:run", "generate, parse and score CBLUE/ClinicalQA for one or more models; write the report", configs="eval", flags={"--output": "output_dir"}),
     "plan": Command("medgo.plan:PlanConfig", "medgo.plan:run", "ZeRO-3 memory per GPU, FLOPs and wall-clock time of a pre-training run", configs="plan", flags={"--output": "output_dir"}),
     "pretrain": Command("medgo.train.pretrain:PretrainConfig", "medgo.train.pretrain:run", "continued pre-training on Ray Train + DeepSpeed ZeRO-3", configs="pretrain", flags={"--output": "output_dir", "--corpus": "data.corpus"}),
+    "sft": Command("medgo.train.sft:SFTConfig", "medgo.train.sft:run", "supervised fine-tuning with LoRA (TRL SFTTrainer) on Ray Train + DeepSpeed ZeRO-3", configs="sft", flags={"--output": "output_dir", "--base": "model.base_model"}),
+    "dpo": Command("medgo.train.dpo:DPOConfig", "medgo.train.dpo:run", "DPO from doctors' feedback (TRL DPOTrainer + LoRA) on Ray Train + DeepSpeed ZeRO-3", configs="dpo", flags={"--output": "output_dir", "--base": "model.base_model", "--adapter": "model.adapter", "--feedback": "data.feedback"}),
     "eval score": Command(None, "medgo.eval.score_cli:main", "score existing predictions: --task TASK --gold FILE --pred FILE, or --format promptcblue"),
     "serve": Command(None, "medgo.serve.cli:main", "serve on Ray Serve with an OpenAI-compatible API (serve_configs/local.yaml); 'serve export' writes feedback JSONL"),
 }

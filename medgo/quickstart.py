@@ -17,11 +17,16 @@ from medgo.cli import main as medgo
 
 def steps(runs: str) -> list[list[str]]:
     corpus, model = f"{runs}/corpus/tiny", f"{runs}/pretrain/tiny/model"
+    sft, dpo = f"{runs}/sft/tiny/adapter", f"{runs}/dpo/tiny/adapter"
     return [
         ["corpus", "build", "--config", "jobs/configs/corpus/tiny.yaml", "--output", corpus],
         ["pretrain", "--config", "jobs/configs/pretrain/tiny.yaml", "--output", runs, "--corpus", corpus],
-        ["eval", "run", "--config", "jobs/configs/eval/tiny.yaml", "--output", runs, "--set", f"models.0.model.base_model={model}"],
-        ["generate", "--config", "jobs/configs/generate/tiny.yaml", "--set", f"model.base_model={model}"],
+        ["sft", "--config", "jobs/configs/sft/tiny.yaml", "--output", runs, "--base", model],
+        ["dpo", "--config", "jobs/configs/dpo/tiny.yaml", "--output", runs, "--base", model, "--adapter", sft],
+        ["eval", "run", "--config", "jobs/configs/eval/compare.yaml", "--output", runs, "--set", "run_name=quickstart",
+         "--set", "models.0.name=pretrained", "--set", f"models.0.model.base_model={model}",
+         "--set", "models.1.name=sft+dpo", "--set", f"models.1.model.base_model={model}", "--set", f"models.1.model.adapter={dpo}"],
+        ["generate", "--config", "jobs/configs/generate/tiny.yaml", "--set", f"model.base_model={model}", "--set", f"model.adapter={dpo}"],
     ]
 
 

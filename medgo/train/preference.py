@@ -1,0 +1,378 @@
+"""Doctors' judgements of the model's own answers -> DPO preference pairs.
+
+    pairs = build_preferences(feedback=["runs/serve/feedback-round1.jsonl", "runs/serve/feedback-round2.jsonl"],
+                              pairs=["medgo/assets/dpo/pairs.jsonl"])
+    pairs.write("runs/dpo/tiny/data")     # pairs.parquet, summary.json, skipped.jsonl
+
+Feedback files are what ``medgo serve export`` writes (one judgement per line: ``response_id,
+prompt, messages, answer, verdict, corrected_answer, reviewer, ...``); pair files hold
+ready-made ``{prompt, chosen, rejected}`` lines.  The rules, all deterministic (the same files
+in the same order give the same rows in the same order):
+
+* Responses are grouped by their conversation context: the chat ``messages`` (system prompt
+  and earlier turns included) when the record has them, else the single user turn ``prompt``.
+  A record whose ``messages`` is ``null`` answered a raw text completion and is skipped.
+* Within one context, every acceptable answer is preferred to every unacceptable one
+  (kind ``verdict``), and an unacceptable answer with a doctor's ``corrected_answer`` gives
+  corrected ≻ answer (kind ``correction``).  Ready-made pairs have kind ``given``.
+* The newest judgement of a response wins: files are read in the order given (oldest feedback
+  round first) and lines in file order (the export writes the oldest first); an older
+  judgement of the same ``response_id`` is counted as ``superseded``.
+* Whitespace is normalised (runs of spaces collapse, lines are stripped, at most one blank line);
+  a pair whose chosen equals its rejected, and a repeat of an earlier pair, are dropped.
+
+Nothing is lost silently: every record that gives no pair is counted by reason in
+``summary.json`` and written, with its file and line, to ``skipped.jsonl``.  Rows are in TRL's
+conversational preference format: ``prompt`` is a list of ``{role, content}`` messages,
+``chosen``/``rejected`` one assistant message each, followed by provenance columns.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from medgo.config import REPO_ROOT
+
+ACCEPTABLE, UNACCEPTABLE = "acceptable", "unacceptable"
+ROLES = ("system", "user", "assistant")
+PAIRS_FILE, SUMMARY_FILE, SKIPPED_FILE = "pairs.parquet", "summary.json", "skipped.jsonl"
+
+_SPACES = re.compile(r"[^\S\n]+")
+_BLANK_LINES = re.compile(r"\n{3,}")
+
+
+def normalise_text(text: str) -> str:
+    """Collapse runs of spaces/tabs (full-width spaces included), strip every line, keep at most one blank line."""
+    lines = (_SPACES.sub(" ", line).strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Skip:
+    """One input record that gave no pair, with where it came from and why."""
+
+    source: str
+    line: int
+    reason: str
+    detail: str = ""
+
+
+@dataclass
+class Ledger:
+    """Counts and lists every skipped record."""
+
+    skipped: list[Skip] = field(default_factory=list)
+    records: Counter = field(default_factory=Counter)
+
+    def skip(self, origin: tuple[str, int], reason: str, detail: str = "") -> None:
+        self.skipped.append(Skip(origin[0], origin[1], reason, detail))
+
+    def reasons(self) -> dict[str, int]:
+        return dict(sorted(Counter(s.reason for s in self.skipped).items()))
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A doctor's verdict on one answer, in its conversation context."""
+
+    context: tuple[tuple[str, str], ...]
+    response_id: str
+    answer: str
+    verdict: str
+    corrected: str | None
+    reviewer: str | None
+    origin: tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """chosen ≻ rejected after ``context``, with where each side came from."""
+
+    context: tuple[tuple[str, str], ...]
+    chosen: str
+    rejected: str
+    kind: str
+    chosen_id: str | None
+    rejected_id: str | None
+    chosen_source: str
+    rejected_source: str
+    origin: tuple[str, int]
+    """The record that made this pair (the rejected judgement, or the ready-made line)."""
+    reviewer: str | None = None
+
+    def key(self) -> str:
+        payload = json.dumps([self.context, self.chosen, self.rejected], ensure_ascii=False)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def row(self) -> dict:
+        """The TRL conversational row plus provenance columns."""
+        return {
+            "prompt": [{"role": role, "content": content} for role, content in self.context],
+            "chosen": [{"role": "assistant", "content": self.chosen}],
+            "rejected": [{"role": "assistant", "content": self.rejected}],
+            "pair_id": self.key(),
+            "kind": self.kind,
+            "chosen_id": self.chosen_id,
+            "rejected_id": self.rejected_id,
+            "chosen_source": self.chosen_source,
+            "rejected_source": self.rejected_source,
+            "reviewer": self.reviewer,
+        }
+
+
+def where(origin: tuple[str, int]) -> str:
+    return f"{origin[0]}:{origin[1]}"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def matches(pattern: str) -> list[Path]:
+    """Files named by ``pattern`` (a path or a glob), sorted; a relative one is looked up in the
+    working directory, then in the repository."""
+    candidates = [pattern] if Path(pattern).is_absolute() else [pattern, str(REPO_ROOT / pattern)]
+    for candidate in candidates:
+        found = sorted(glob.glob(candidate)) if glob.has_magic(candidate) else [candidate]
+        if found and all(Path(f).is_file() for f in found):
+            return [Path(f) for f in found]
+    return []
+
+
+def expand_paths(patterns: Iterable[str]) -> list[Path]:
+    """Every file named by ``patterns``, in order; a pattern that names no file is an error."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        found = matches(pattern)
+        if not found:
+            raise FileNotFoundError(f"preference data not found: {pattern}")
+        paths += found
+    return paths
+
+
+def read_jsonl(path: Path, ledger: Ledger) -> Iterator[tuple[tuple[str, int], dict]]:
+    """``((file, line), record)`` for every JSON-object line; other non-blank lines are skipped by reason."""
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            origin = (str(path), number)
+            ledger.records[str(path)] += 1
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                ledger.skip(origin, "bad_json", str(exc))
+                continue
+            if not isinstance(record, dict):
+                ledger.skip(origin, "not_an_object", type(record).__name__)
+                continue
+            yield origin, record
+
+
+def text_field(record: dict, key: str) -> str | None:
+    """The normalised string at ``key``; None when absent, null, empty or not a string."""
+    value = record.get(key)
+    if not isinstance(value, str):
+        return None
+    return normalise_text(value) or None
+
+
+def parse_messages(value) -> tuple[tuple[str, str], ...] | None:
+    """A chat as ``((role, content), ...)``; None unless a non-empty list of well-formed messages."""
+    if not isinstance(value, list) or not value:
+        return None
+    out = []
+    for m in value:
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            return None
+        out.append((m["role"], normalise_text(m["content"])))
+    return tuple(out)
+
+
+def feedback_context(record: dict) -> tuple[tuple[tuple[str, str], ...] | None, str]:
+    """``(context, reason)``: the chat before the answer, or None and why it cannot be used."""
+    if "messages" in record and record["messages"] is None:
+        return None, "text_completion"
+    if record.get("messages") is not None:
+        context = parse_messages(record["messages"])
+        return context, "" if context else "bad_messages"
+    prompt = text_field(record, "prompt")
+    return ((("user", prompt),), "") if prompt else (None, "missing_prompt")
+
+
+def parse_judgement(record: dict, origin: tuple[str, int], ledger: Ledger) -> Judgement | None:
+    context, reason = feedback_context(record)
+    answer, verdict = text_field(record, "answer"), record.get("verdict")
+    response_id = record.get("response_id")
+    problem = (
+        (reason, "") if context is None
+        else ("missing_answer", "") if answer is None
+        else ("bad_verdict", repr(verdict)) if verdict not in (ACCEPTABLE, UNACCEPTABLE)
+        else ("missing_response_id", "") if not isinstance(response_id, str) or not response_id
+        else None
+    )
+    if problem:
+        ledger.skip(origin, *problem)
+        return None
+    reviewer = record.get("reviewer") if isinstance(record.get("reviewer"), str) else None
+    return Judgement(context, response_id, answer, verdict, text_field(record, "corrected_answer"), reviewer, origin)
+
+
+def side(value) -> str | None:
+    """One side of a ready-made pair: a string, or a list of messages ending with the assistant's."""
+    if isinstance(value, str):
+        return normalise_text(value) or None
+    messages = parse_messages(value)
+    if messages and messages[-1][0] == "assistant" and messages[-1][1]:
+        return messages[-1][1]
+    return None
+
+
+def pair_context(prompt) -> tuple[tuple[str, str], ...] | None:
+    """The prompt of a ready-made pair: a list of messages, or a question (one user turn)."""
+    if isinstance(prompt, list):
+        return parse_messages(prompt)
+    text = normalise_text(prompt) if isinstance(prompt, str) else ""
+    return (("user", text),) if text else None
+
+
+def parse_pair(record: dict, origin: tuple[str, int], ledger: Ledger) -> Pair | None:
+    context = pair_context(record.get("prompt"))
+    chosen, rejected = side(record.get("chosen")), side(record.get("rejected"))
+    missing = [name for name, value in (("prompt", context), ("chosen", chosen), ("rejected", rejected)) if value is None]
+    if missing:
+        ledger.skip(origin, "missing_field", ", ".join(missing))
+        return None
+    pair_id = str(record["id"]) if record.get("id") is not None else None
+    return Pair(context, chosen, rejected, "given", pair_id, pair_id, where(origin), where(origin), origin)
+
+
+# ----------------------------------------------------------------------------- pairing
+
+
+def newest_judgements(judgements: list[Judgement], ledger: Ledger) -> list[Judgement]:
+    """The last judgement of each response (input order is oldest first); older ones are counted."""
+    latest: dict[str, Judgement] = {}
+    for j in judgements:
+        if j.response_id in latest:
+            old = latest.pop(j.response_id)
+            ledger.skip(old.origin, "superseded", f"{j.response_id} judged again at {where(j.origin)}")
+        latest[j.response_id] = j
+    return [j for j in judgements if latest.get(j.response_id) is j]
+
+
+def group_by_context(judgements: list[Judgement]) -> dict[tuple, list[Judgement]]:
+    groups: dict[tuple, list[Judgement]] = {}
+    for j in judgements:
+        groups.setdefault(j.context, []).append(j)
+    return groups
+
+
+def pairs_for_context(group: list[Judgement], ledger: Ledger) -> list[Pair]:
+    """Correction and verdict pairs of one context; a judgement that gives none is counted as unpaired."""
+    good = [j for j in group if j.verdict == ACCEPTABLE]
+    pairs: list[Pair] = []
+    for bad in (j for j in group if j.verdict == UNACCEPTABLE):
+        if bad.corrected:
+            pairs.append(Pair(bad.context, bad.corrected, bad.answer, "correction", None, bad.response_id, f"{where(bad.origin)}#corrected_answer", where(bad.origin), bad.origin, bad.reviewer))
+        for ok in good:
+            pairs.append(Pair(bad.context, ok.answer, bad.answer, "verdict", ok.response_id, bad.response_id, where(ok.origin), where(bad.origin), bad.origin, bad.reviewer))
+        if not bad.corrected and not good:
+            ledger.skip(bad.origin, "unpaired", "unacceptable, with no corrected answer and no acceptable answer to the same prompt")
+    if good and len(good) == len(group):
+        for ok in good:
+            ledger.skip(ok.origin, "unpaired", "acceptable, with no unacceptable answer to the same prompt")
+    return pairs
+
+
+def drop_bad_pairs(pairs: list[Pair], ledger: Ledger) -> list[Pair]:
+    """Drop pairs whose two sides are equal and repeats of an earlier pair (same context, chosen, rejected)."""
+    kept: dict[str, Pair] = {}
+    for p in pairs:
+        if p.chosen == p.rejected:
+            ledger.skip(p.origin, "chosen_equals_rejected", f"{p.kind} pair")
+        elif p.key() in kept:
+            ledger.skip(p.origin, "duplicate_pair", f"{p.kind} pair repeats the one from {where(kept[p.key()].origin)}")
+        else:
+            kept[p.key()] = p
+    return list(kept.values())
+
+
+# ----------------------------------------------------------------------------- the set
+
+
+@dataclass
+class PreferenceSet:
+    """The pairs built from some feedback and pair files, and the ledger of what was skipped."""
+
+    pairs: list[Pair]
+    ledger: Ledger
+    sources: dict[str, list[str]]
+
+    def rows(self) -> list[dict]:
+        return [p.row() for p in self.pairs]
+
+    def summary(self, max_listed: int = 50) -> dict:
+        return {
+            "pairs": len(self.pairs),
+            "by_kind": dict(sorted(Counter(p.kind for p in self.pairs).items())),
+            "sources": {kind: [{"path": p, "records": self.ledger.records[p]} for p in paths] for kind, paths in self.sources.items()},
+            "skipped": self.ledger.reasons(),
+            "skipped_total": len(self.ledger.skipped),
+            "first_skipped": [asdict(s) for s in self.ledger.skipped[:max_listed]],
+        }
+
+    def write(self, out_dir: str | Path) -> Path:
+        """``pairs.parquet``, ``summary.json`` and ``skipped.jsonl`` in ``out_dir``; returns the Parquet path."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(self.rows(), schema=ROW_SCHEMA), out / PAIRS_FILE)
+        (out / SUMMARY_FILE).write_text(json.dumps(self.summary(), ensure_ascii=False, indent=1), encoding="utf-8")
+        with (out / SKIPPED_FILE).open("w", encoding="utf-8") as f:
+            for s in self.ledger.skipped:
+                f.write(json.dumps(asdict(s), ensure_ascii=False) + "\n")
+        return out / PAIRS_FILE
+
+
+def _row_schema():
+    import pyarrow as pa
+
+    messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    columns = [("prompt", messages), ("chosen", messages), ("rejected", messages)]
+    columns += [(name, pa.string()) for name in ("pair_id", "kind", "chosen_id", "rejected_id", "chosen_source", "rejected_source", "reviewer")]
+    return pa.schema(columns)
+
+
+ROW_SCHEMA = _row_schema()
+
+
+def build_preferences(feedback: Iterable[str] = (), pairs: Iterable[str] = ()) -> PreferenceSet:
+    """Read feedback files (oldest round first) and ready-made pair files; see the module docstring."""
+    ledger = Ledger()
+    feedback_paths, pair_paths = expand_paths(feedback), expand_paths(pairs)
+    judgements = [j for path in feedback_paths for origin, rec in read_jsonl(path, ledger) if (j := parse_judgement(rec, origin, ledger))]
+    latest = newest_judgements(judgements, ledger)
+    built = [p for group in group_by_context(latest).values() for p in pairs_for_context(group, ledger)]
+    built += [p for path in pair_paths for origin, rec in read_jsonl(path, ledger) if (p := parse_pair(rec, origin, ledger))]
+    sources = {"feedback": [str(p) for p in feedback_paths], "pairs": [str(p) for p in pair_paths]}
+    return PreferenceSet(drop_bad_pairs(built, ledger), ledger, sources)
+
+
+def load_pairs(path: str | Path):
+    """``pairs.parquet`` as a Hugging Face ``Dataset`` with TRL's ``prompt``/``chosen``/``rejected`` columns only."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    return Dataset.from_list(pq.read_table(path, columns=["prompt", "chosen", "rejected"]).to_pylist())

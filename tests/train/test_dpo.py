@@ -1,0 +1,220 @@
+"""DPO stage: typed config, the serve-export round trip, and real tiny runs on Ray Train + ZeRO-3.
+
+The end-to-end runs use 2 gloo workers: a new LoRA adapter against the base model on the sample
+feedback and triples, and the continuation of an SFT adapter, whose reference is the SFT policy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medgo.cli import main
+from medgo.config import ConfigError, ModelConfig, build_config, load_config
+from medgo.model.loading import load_model
+from medgo.serve.store import FeedbackStore
+from medgo.train.dpo import DPOConfig, run
+from medgo.train.finetune import QWEN2_LORA_TARGETS
+from medgo.train.preference import build_preferences, load_pairs
+
+LOG2 = math.log(2)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_unknown_key_is_rejected_by_name():
+    with pytest.raises(ConfigError, match=r"unknown key 'dpo\.betta'"):
+        build_config(DPOConfig, {"dpo": {"betta": 0.1}})
+    with pytest.raises(ConfigError, match=r"key 'dpo\.loss_type'"):
+        build_config(DPOConfig, {"dpo": {"loss_type": "sigmoidal"}})
+
+
+def test_the_72b_config_carries_the_intended_settings():
+    cfg = load_config(DPOConfig, "jobs/configs/dpo/qwen2_72b.yaml")
+    assert cfg.ray.num_workers == 64 and cfg.ray.use_gpu and cfg.ray.gpus_per_worker == 1
+    assert cfg.model.dtype == "bfloat16" and cfg.model.attn_implementation == "flash_attention_2"
+    assert cfg.deepspeed.zero_stage == 3 and cfg.dpo.beta == 0.1 and cfg.dpo.loss_type == "sigmoid"
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, 8, 0.05) and cfg.lora.target_modules == QWEN2_LORA_TARGETS
+    assert cfg.model.adapter and cfg.data.feedback
+
+
+def test_one_feedback_path_on_the_command_line_is_a_list():
+    cfg = load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", ["data.feedback=runs/serve/feedback.jsonl"])
+    assert cfg.data.feedback == ["runs/serve/feedback.jsonl"]
+
+
+def test_bad_inputs_stop_the_run_before_any_worker_starts(tmp_path):
+    base = [f"output_dir={tmp_path}"]
+    with pytest.raises(ConfigError, match="model.adapter: .*no-adapter"):
+        run(load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", [*base, f"model.adapter={tmp_path / 'no-adapter'}"]))
+    with pytest.raises(ConfigError, match="missing.jsonl"):
+        run(load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", [*base, f"data.feedback={tmp_path / 'missing.jsonl'}"]))
+    only_acceptable = tmp_path / "fb.jsonl"
+    only_acceptable.write_text(json.dumps({"response_id": "a", "prompt": "问", "answer": "答", "verdict": "acceptable"}) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="no preference pairs"):
+        run(load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", [*base, f"data.feedback={only_acceptable}", "data.pairs=[]"]))
+    summary = json.loads((tmp_path / "dpo" / "tiny" / "data" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["skipped"] == {"unpaired": 1}
+    with pytest.raises(ConfigError, match="no preference pairs"):  # every prompt fills 16 tokens
+        run(load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", [*base, "data.max_length=16"]))
+    summary = json.loads((tmp_path / "dpo" / "tiny" / "data" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["skipped"] == {"prompt_too_long": 78, "unpaired": 26}
+
+
+# ----------------------------------------------------------------------------- serve export -> pairs
+
+
+def completion(rid: str, prompt, answer: str, endpoint: str = "chat") -> dict:
+    return dict(id=rid, endpoint=endpoint, model="medgo-tiny", base_version="tiny@abc", adapter=None, adapter_version=None, prompt=prompt,
+                answer=answer, params={"temperature": 0.7}, finish_reason="stop", prompt_tokens=12, completion_tokens=6, latency_s=0.05)  # fmt: skip
+
+
+def test_serve_export_round_trips_into_a_dpo_dataset(tmp_path):
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    chat = [{"role": "system", "content": "你是医生。"}, {"role": "user", "content": "高血压患者可以喝咖啡吗？"}]
+    store = FeedbackStore(url)
+    store.add_completion(**completion("c1", chat, "可以少量饮用，注意监测血压。"))
+    store.add_completion(**completion("c2", chat, "随便喝。"))
+    store.add_completion(**completion("c3", chat, "绝对不能喝。"))
+    store.add_completion(**completion("t1", "高血压的定义", "收缩压≥140", endpoint="text"))
+    store.add_feedback("c1", "acceptable", reviewer="dr_li")
+    store.add_feedback("c2", "unacceptable", corrected_answer="少量可以，避免浓咖啡。", reviewer="dr_li")
+    store.add_feedback("c3", "acceptable", reviewer="dr_wang")
+    store.add_feedback("c3", "unacceptable", reviewer="dr_chen")  # a second opinion: the newest wins
+    store.add_feedback("t1", "acceptable")
+    store.close()
+    out = tmp_path / "feedback.jsonl"
+    assert main(["serve", "export", "--database", url, "--output", str(out)]) == 0
+
+    prefs = build_preferences(feedback=[str(out)])
+    got = [(r["kind"], r["chosen"][0]["content"], r["rejected"][0]["content"], r["prompt"]) for r in prefs.rows()]
+    assert got == [
+        ("correction", "少量可以，避免浓咖啡。", "随便喝。", chat),
+        ("verdict", "可以少量饮用，注意监测血压。", "随便喝。", chat),
+        ("verdict", "可以少量饮用，注意监测血压。", "绝对不能喝。", chat),
+    ]
+    assert prefs.ledger.reasons() == {"superseded": 1, "text_completion": 1}
+    prefs.write(tmp_path / "data")
+    assert load_pairs(tmp_path / "data" / "pairs.parquet")[0]["prompt"] == chat
+
+
+# ----------------------------------------------------------------------------- end to end on Ray Train
+
+
+def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list[dict]]) -> torch.Tensor:
+    """Summed log-probability of each answer's tokens after its prompt (ChatML, as TRL tokenizes it), in one batch."""
+    starts, seqs = [], []
+    for prompt, answer in zip(prompts, answers):
+        starts.append(len(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]))
+        seqs.append(tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=True)["input_ids"][:192])
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+    token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
+    scored = torch.tensor([[start - 1 <= t < len(s) - 1 for t in range(width - 1)] for start, s in zip(starts, seqs)])
+    return (token_logp * scored).sum(-1)
+
+
+def preference_accuracy(policy, reference_ctx, tokenizer, pairs) -> float:
+    """Share of pairs whose implicit reward margin (policy vs reference log-ratios) is positive."""
+    prompts = [p["prompt"] for p in pairs] * 2
+    answers = [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs]
+    logratio = answer_logps(policy, tokenizer, prompts, answers)
+    with reference_ctx():
+        logratio -= answer_logps(policy, tokenizer, prompts, answers)
+    chosen, rejected = logratio.chunk(2)
+    return float((chosen > rejected).float().mean())
+
+
+def load_adapter(adapter_dir: Path):
+    """The adapter as plain peft loads it: base from ``base_model_name_or_path``, then the adapter."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base_dir = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), str(adapter_dir)).eval()
+
+
+@pytest.fixture(scope="module")
+def fresh_run(ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dpo")
+    return run(load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", [f"output_dir={out}", "run_name=fresh"]))
+
+
+def test_tiny_dpo_learns_the_doctors_preferences(fresh_run, tokenizer):
+    rows = fresh_run.metrics
+    assert {"step", "loss", "lr", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(rows[0])
+    assert fresh_run.reference == "base model" and fresh_run.steps == len(rows) == 10  # 78 pairs / (4 x 2 workers)
+    assert abs(rows[0]["loss"] - LOG2) < 1e-3 and rows[0]["rewards/margins"] == 0  # the adapter starts as a no-op
+    last = rows[-3:]
+    assert sum(r["loss"] for r in last) / 3 < LOG2 - 0.1
+    assert sum(r["rewards/margins"] for r in last) / 3 > 0.2 and sum(r["rewards/accuracies"] for r in last) / 3 > 0.75
+    run_dir = fresh_run.run_dir
+    for name in ("config.yaml", "data/pairs.parquet", "data/summary.json", "data/skipped.jsonl", "metrics.jsonl", "loss_curve.png", "rewards_curve.png"):
+        assert (run_dir / name).is_file(), name
+    assert fresh_run.data["pairs"] == fresh_run.pairs == 78
+
+    policy = load_adapter(fresh_run.adapter_dir)
+    pairs = list(load_pairs(run_dir / "data" / "pairs.parquet"))
+    assert preference_accuracy(policy, policy.disable_adapter, tokenizer, pairs) > 0.8
+
+
+def test_tiny_dpo_changes_the_adapter_and_not_the_base(fresh_run, tokenizer):
+    seeded = load_model(ModelConfig(), tokenizer).state_dict()
+    saved = load_file(fresh_run.base_dir / "model.safetensors")
+    assert saved and all(torch.equal(seeded[k], v) for k, v in saved.items())
+    policy = load_adapter(fresh_run.adapter_dir)
+    base_weights = {k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in policy.state_dict().items() if "lora_" not in k}
+    assert all(torch.equal(base_weights[k], v) for k, v in saved.items())
+    adapter = load_file(fresh_run.adapter_dir / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]  # LoRA starts with B = 0
+    assert len(lora_b) == 2 * len(QWEN2_LORA_TARGETS) and all(v.abs().max() > 0 for v in lora_b)
+    assert not (fresh_run.adapter_dir / "ref").exists()
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(fresh_run, tmp_path_factory, tokenizer) -> Path:
+    """A stand-in SFT adapter on the tiny base: rank 8 on q/v, B randomised so the SFT policy differs from the base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(fresh_run.base_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    out = tmp_path_factory.mktemp("sft") / "adapter"
+    model.save_pretrained(out)
+    return out
+
+
+def test_dpo_continues_an_sft_adapter_against_the_sft_policy(fresh_run, sft_adapter, tokenizer):
+    sft = load_adapter(sft_adapter)
+    pair = list(load_pairs(fresh_run.run_dir / "data" / "pairs.parquet"))[0]
+    with sft.disable_adapter():
+        raw = answer_logps(sft, tokenizer, [pair["prompt"]], [pair["chosen"]])
+    assert abs(answer_logps(sft, tokenizer, [pair["prompt"]], [pair["chosen"]]) - raw) > 1.0  # the SFT policy is not the base
+
+    overrides = [f"output_dir={fresh_run.run_dir.parent.parent}", "run_name=continued", f"model.base_model={fresh_run.base_dir}",
+                 f"model.adapter={sft_adapter}", "data.pairs=[]", "train.max_steps=2"]  # fmt: skip
+    result = run(load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", overrides))
+    assert result.reference.startswith("sft adapter") and result.steps == 2
+    first = result.metrics[0]  # policy = SFT policy = reference before the first update
+    assert first["rewards/chosen"] == 0 and first["rewards/rejected"] == 0 and abs(first["loss"] - LOG2) < 1e-3
+    config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert config["r"] == 8 and set(config["target_modules"]) == {"q_proj", "v_proj"}  # the SFT adapter, continued
+    assert Path(config["base_model_name_or_path"]).resolve() == fresh_run.base_dir.resolve()
+    before, after = load_file(sft_adapter / "adapter_model.safetensors"), load_file(result.adapter_dir / "adapter_model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    assert not (result.adapter_dir / "ref").exists()
+    load_adapter(result.adapter_dir)

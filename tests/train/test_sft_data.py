@@ -1,0 +1,109 @@
+"""SFT data without Ray: every format to messages, bad records named by file and line, the
+assistant-only label mask as TRL's SFTTrainer builds it, CBLUE prompts shared with evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medgo.config import load_config
+from medgo.eval.cblue import read_examples
+from medgo.eval.prompts import build_prompt, target_text
+from medgo.train.sft import SFTConfig, build_data, default_sources
+from medgo.train.sft_data import SFTSource, apply_weight, read_source
+
+CONVERSATION = [
+    {"role": "user", "content": "我最近总是头痛，需要做什么检查？"},
+    {"role": "assistant", "content": "建议先测量血压，必要时做头颅CT。"},
+    {"role": "user", "content": "血压是150/95。"},
+    {"role": "assistant", "content": "血压偏高，请到心内科就诊。"},
+]
+
+
+def test_every_embedded_sample_reads_cleanly():
+    for source in default_sources():
+        good, bad = read_source(source)
+        assert good and not bad, (source.path, bad[:3])
+        assert all(m[-1]["role"] == "assistant" for m in good)
+
+
+def test_bad_records_are_reported_with_file_and_line_and_reading_goes_on(tmp_path, tokenizer):
+    path = tmp_path / "qa.jsonl"
+    lines = [
+        {"question": "什么是高血压？", "answer": "血压持续升高。"},
+        "{not json",
+        {"question": "没有答案"},
+        {"question": "  ", "answer": "空问题"},
+        {"question": "糖尿病的诊断标准？", "answer": "空腹血糖≥7.0 mmol/L。"},
+    ]
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8")
+    msgs = tmp_path / "chat.jsonl"
+    msgs.write_text(json.dumps({"messages": [{"role": "doctor", "content": "x"}]}) + "\n" + json.dumps({"messages": CONVERSATION[:3]}) + "\n", encoding="utf-8")
+    cfg = load_config(SFTConfig, None, [f"output_dir={tmp_path}"])
+    cfg.data.sources = [SFTSource(path=str(path), format="qa"), SFTSource(path=str(msgs), format="messages")]
+    summary = build_data(cfg, tokenizer, tmp_path)
+    assert summary.records == 2 and summary.counts["qa"] == {"read": 5, "rejected": 3, "truncated": 0, "train": 2}
+    where = {(b.path, b.where): b.reason for b in summary.bad}
+    assert "not valid JSON" in where[(str(path), "line 2")]
+    assert "'answer'" in where[(str(path), "line 3")] and "'question'" in where[(str(path), "line 4")]
+    assert "role 'doctor'" in where[(str(msgs), "line 1")] and "end with an assistant" in where[(str(msgs), "line 2")]
+    rejected = (tmp_path / "data" / "rejected.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(rejected) == 5 and json.loads(rejected[0])["where"] == "line 2"
+
+
+def test_too_long_prompt_is_rejected_with_its_line(tmp_path, tokenizer):
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps({"question": "头痛" * 300, "answer": "请就诊。"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    cfg = load_config(SFTConfig, None, ["data.max_length=64"])
+    cfg.data.sources = [SFTSource(path=str(path), format="qa")]
+    summary = build_data(cfg, tokenizer, tmp_path)
+    assert summary.records == 0 and summary.bad[0].where == "line 1" and "max_length=64" in summary.bad[0].reason
+
+
+def test_safety_prompts_and_cblue_use_their_own_locations():
+    good, bad = read_source(SFTSource(path="medgo/assets/sft/safety_prompts.json", format="safety_prompts", max_samples=3, system="你是医学助手。"))
+    assert len(good) == 3 and not bad and good[0][0] == {"role": "system", "content": "你是医学助手。"}
+    path = "medgo/assets/cblue/CHIP-STS/CHIP-STS_train.json"
+    good, _ = read_source(SFTSource(path=path, format="cblue", task="CHIP-STS"))
+    examples, _ = read_examples("CHIP-STS", path)
+    assert good[0][0]["content"] == build_prompt("CHIP-STS", examples[0])[0]["content"], "SFT asks exactly what evaluation asks"
+    assert good[0][1]["content"] == target_text("CHIP-STS", examples[0])
+
+
+def test_weight_repeats_and_subsamples():
+    records = list(range(10))
+    assert apply_weight(records, 2.0, 0) == records * 2
+    half = apply_weight(records, 0.5, 0)
+    assert len(half) == 5 and half == apply_weight(records, 0.5, 0)
+
+
+@pytest.fixture(scope="module")
+def collated(tokenizer, tmp_path_factory):
+    """One two-turn conversation through TRL's SFTTrainer tokenization and collator (no Ray, no DeepSpeed)."""
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from medgo.config import ModelConfig
+    from medgo.model.loading import load_model
+
+    model = load_model(ModelConfig(base_model="tiny"), tokenizer)
+    args = TRLSFTConfig(output_dir=str(tmp_path_factory.mktemp("trl")), assistant_only_loss=True, max_length=512, bf16=False, activation_checkpointing=False, report_to="none", use_cpu=True)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list([{"messages": CONVERSATION}]), processing_class=tokenizer)
+    return trainer.data_collator([trainer.train_dataset[0]])
+
+
+def test_assistant_only_loss_masks_every_prompt_token(collated, tokenizer):
+    ids, labels = collated["input_ids"][0], collated["labels"][0]
+    ours = tokenizer.apply_chat_template(CONVERSATION, tokenize=True, return_dict=True)["input_ids"]
+    assert ids.tolist() == ours
+    expected = torch.full_like(ids, -100)
+    for turn in (1, 3):  # each assistant reply: its content and <|im_end|>, nothing of the prompt or header
+        before = len(tokenizer.apply_chat_template(CONVERSATION[:turn], tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"])
+        reply = tokenizer(CONVERSATION[turn]["content"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        assert ids[before : before + len(reply)].tolist() == reply
+        expected[before : before + len(reply)] = ids[before : before + len(reply)]
+    assert torch.equal(labels, expected)
+    assert (labels != -100).sum() < len(ids) // 2 and (labels[:10] == -100).all()
