@@ -9,8 +9,9 @@ same name and storage path is started again, continues from it.
 Ray Train's controller learns of a reported checkpoint only when it next polls the workers; a
 worker that dies in between takes that report with it, and the controller would restore the one
 before.  Each rank therefore drops a ``.complete-rank-<r>`` marker beside its files once its
-upload has returned, and :func:`restore` loads whichever is newer: Ray's checkpoint or the newest
-one in storage that every rank has marked complete.
+upload has returned (:func:`mark_complete`), and :func:`checkpoint_to_restore` picks whichever is
+newer: Ray's checkpoint or the newest one in storage that every rank has marked complete.  The
+pre-training loop and the TRL stages (:mod:`medgo.train.finetune`) both restore this way.
 
 :func:`export_hf_model` gathers the ZeRO-3 partitions one parameter at a time and writes a plain
 Hugging Face directory (``config.json``, ``model*.safetensors``, tokenizer files).
@@ -63,10 +64,7 @@ class TrainState:
 
 
 def save_and_report(engine, state: TrainState, metrics: dict, rank: int, run_storage: str) -> None:
-    """Every rank saves its DeepSpeed shards; Ray Train merges them into one checkpoint directory.
-
-    ``report`` returns once this rank's files are in storage; the marker written after it says so.
-    """
+    """Every rank saves its DeepSpeed shards; Ray Train merges them into one checkpoint directory."""
     import ray.train
 
     name = f"{CHECKPOINT_PREFIX}{state.step:08d}"
@@ -75,47 +73,64 @@ def save_and_report(engine, state: TrainState, metrics: dict, rank: int, run_sto
         if rank == 0:
             state.write(tmp)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp), checkpoint_dir_name=name)
+    mark_complete(run_storage, name, rank)
+
+
+def mark_complete(run_storage: str, name: str, rank: int) -> None:
+    """After ``ray.train.report`` returned (this rank's files are in storage): say so beside them."""
     fs, root = _storage_fs(run_storage)
+    fs.create_dir(f"{root}/{name}", recursive=True)  # a rank that reported no files may return first
     with fs.open_output_stream(f"{root}/{name}/{COMPLETE_MARKER.format(rank=rank)}") as f:
-        f.write(str(state.step).encode())
+        f.write(b"")
 
 
-def restore(engine, run_storage: str, rank: int) -> TrainState | None:
-    """Load the newest complete checkpoint (None on a fresh start); rank 0 chooses for everyone."""
+def checkpoint_to_restore(run_storage: str, rank: int, world_size: int):
+    """The ``ray.train.Checkpoint`` this attempt restores (None on a fresh start); rank 0 chooses for all.
+
+    The newer of Ray's latest checkpoint and the newest one in storage that every rank marked complete.
+    """
     import ray.train
 
     from medgo.train.launcher import broadcast
 
-    ray_checkpoint = ray.train.get_checkpoint()
+    registered = ray.train.get_checkpoint()
     choice = None
     if rank == 0:
         candidates = []
-        if ray_checkpoint is not None:
-            state = _read_state(ray_checkpoint.filesystem, f"{ray_checkpoint.path}/{STATE_FILE}")
-            if state is None:
-                raise FileNotFoundError(f"checkpoint {ray_checkpoint.path} has no {STATE_FILE}")
-            candidates.append((state.step, "ray", ray_checkpoint.path))
-        newest = newest_complete_checkpoint(run_storage)
+        if registered is not None:
+            candidates.append((step_of(registered.path), "ray", registered.path))
+        newest = newest_complete_checkpoint(run_storage, world_size)
         if newest is not None:
-            candidates.append((newest[0].step, "storage", newest[1]))
+            candidates.append((step_of(newest), "storage", newest))
         choice = max(candidates) if candidates else None
     choice = broadcast(choice)
     if choice is None:
         return None
     step, source, path = choice
     if source == "ray":
-        checkpoint = ray_checkpoint
-    else:
-        fs, _ = _storage_fs(run_storage)
-        checkpoint = ray.train.Checkpoint(path, filesystem=fs)
-        if rank == 0:
-            print(f"restoring step {step} from {path}: reported before the failure but not yet registered by Ray Train", flush=True)
+        return registered
+    if rank == 0:
+        print(f"restoring step {step} from {path}: reported before the failure but not yet registered by Ray Train", flush=True)
+    return ray.train.Checkpoint(path, filesystem=_storage_fs(run_storage)[0])
+
+
+def restore(engine, run_storage: str, rank: int, world_size: int) -> TrainState | None:
+    """Load the checkpoint :func:`checkpoint_to_restore` picks into the DeepSpeed engine."""
+    checkpoint = checkpoint_to_restore(run_storage, rank, world_size)
+    if checkpoint is None:
+        return None
     with checkpoint.as_directory() as directory:
         state = TrainState.read(directory)
         loaded, _ = engine.load_checkpoint(directory, tag=None)
         if loaded is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint to load in {checkpoint.path}")
     return state
+
+
+def step_of(path: str) -> int:
+    """Step number of a ``checkpoint_step_<n>`` directory."""
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return int(name[len(CHECKPOINT_PREFIX):])
 
 
 def _checkpoint_dirs(run_storage: str):
@@ -136,18 +151,15 @@ def _read_state(fs, path: str) -> TrainState | None:
         return TrainState(**json.loads(f.read().decode("utf-8")))
 
 
-def newest_complete_checkpoint(run_storage: str) -> tuple[TrainState, str] | None:
-    """The newest checkpoint in storage that has its state file and a completion marker from every rank."""
+def newest_complete_checkpoint(run_storage: str, world_size: int) -> str | None:
+    """Path of the newest checkpoint in storage with a completion marker from each of ``world_size`` ranks."""
     import pyarrow.fs as pafs
 
     fs, root, names = _checkpoint_dirs(run_storage)
     for name in reversed(names):
-        state = _read_state(fs, f"{root}/{name}/{STATE_FILE}")
-        if state is None:
-            continue
-        markers = [f"{root}/{name}/{COMPLETE_MARKER.format(rank=r)}" for r in range(state.world_size)]
+        markers = [f"{root}/{name}/{COMPLETE_MARKER.format(rank=r)}" for r in range(world_size)]
         if all(info.type == pafs.FileType.File for info in fs.get_file_info(markers)):
-            return state, f"{root}/{name}"
+            return f"{root}/{name}"
     return None
 
 

@@ -304,8 +304,8 @@ def train_loop(config: dict) -> dict:
     model = load_policy(base, tokenizer)  # after the arguments: ZeRO-3 loads partitioned
     trainer = DPOTrainer(model=model, args=args, train_dataset=load_pairs(config["data"]), processing_class=tokenizer,
                          peft_config=None if base.adapter else lora_config(cfg.lora),
-                         callbacks=stage_callbacks(run_dir, STAGE, cfg.run_name, tensorboard=cfg.tensorboard))  # fmt: skip
-    outcome = train_and_save(trainer, run_dir / "adapter")
+                         callbacks=stage_callbacks(run_dir, STAGE, cfg.run_name, config["run_storage"], tensorboard=cfg.tensorboard))  # fmt: skip
+    outcome = train_and_save(trainer, run_dir / "adapter", config["run_storage"])
     if trainer.is_world_process_zero():
         drop_reference_copy(run_dir / "adapter")
     return outcome

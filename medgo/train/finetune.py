@@ -15,8 +15,8 @@ A TRL stage composes these functions; nothing here knows which trainer it drives
     model = load_base(base, tokenizer)                       # after the args: ZeRO-3 loads partitioned
     with plain_print():                                      # no bytecode in the logs from datasets hashing
         trainer = trl.SFTTrainer(model, args, train_dataset=..., processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-                                 callbacks=stage_callbacks(run_dir, "sft", cfg.run_name))
-    outcome = train_and_save(trainer, adapter_dir)           # resumes from Ray Train's checkpoint, writes adapter/
+                                 callbacks=stage_callbacks(run_dir, "sft", cfg.run_name, config["run_storage"]))
+    outcome = train_and_save(trainer, adapter_dir, config["run_storage"])  # resumes from the newest checkpoint, writes adapter/
 
 The Hugging Face Trainer owns the loop: DeepSpeed comes in through ``TrainingArguments(deepspeed=dict)``
 (ZeRO sections from :mod:`medgo.train.deepspeed_config`, batch sizes, optimizer hyper-parameters and
@@ -44,12 +44,12 @@ from pydantic import Field
 from transformers import TrainerCallback
 
 from medgo.config import ConfigError, ModelConfig, RayConfig, Section
+from medgo.train.checkpoint import CHECKPOINT_PREFIX, checkpoint_to_restore, mark_complete
 from medgo.train.deepspeed_config import zero_section
 from medgo.train.metrics import MetricsSink, plot_loss_curve, read_metrics
 from medgo.train.settings import DeepSpeedSettings
 
 QWEN2_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-CHECKPOINT_PREFIX = "checkpoint_step_"
 HF_CHECKPOINT = "checkpoint"
 """Sub-directory of a Ray Train checkpoint that holds the Hugging Face ``checkpoint-N`` files."""
 
@@ -268,12 +268,15 @@ def write_model_dir(model, tokenizer, out: str | Path) -> Path:
 
 
 def fit_finetune(train_fn: Callable[[dict], object], loop_config: dict, ray_cfg: RayConfig, checkpoint: FinetuneCheckpoint, *, run_name: str, storage: str):
-    """Run ``train_fn`` on Ray Train workers (gloo on CPU, nccl on GPU); no Ray datasets: each worker reads files."""
+    """Run ``train_fn`` on Ray Train workers (gloo on CPU, nccl on GPU); no Ray datasets: each worker reads files.
+
+    ``train_fn`` finds the run's checkpoint storage in ``config["run_storage"]``.
+    """
     from medgo.train.launcher import fit
 
     return fit(
         train_fn,
-        loop_config,
+        {**loop_config, "run_storage": f"{storage}/{run_name}"},  # where each rank marks its checkpoints complete
         ray_cfg,
         run_name=run_name,
         storage=storage,
@@ -366,8 +369,8 @@ class RayTrainReport(TrainerCallback):
     copy is deleted.  Every rank reports at every save (Ray's report is a barrier).
     """
 
-    def __init__(self):
-        self.last_log: dict = {}
+    def __init__(self, run_storage: str):
+        self.run_storage, self.last_log = run_storage, {}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self.last_log = {k: v for k, v in (logs or {}).items() if _is_number(v)}
@@ -375,7 +378,7 @@ class RayTrainReport(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         import ray.train
 
-        step = state.global_step
+        step, name = state.global_step, f"{CHECKPOINT_PREFIX}{state.global_step:08d}"
         local = Path(args.output_dir) / f"checkpoint-{step}"
         with tempfile.TemporaryDirectory(prefix="medgo-report-") as tmp:
             if local.is_dir():  # a rank that wrote nothing reports no files (Ray needs one from any rank)
@@ -383,8 +386,9 @@ class RayTrainReport(TrainerCallback):
             ray.train.report(
                 {"step": step, **self.last_log},
                 checkpoint=ray.train.Checkpoint.from_directory(tmp) if any(Path(tmp).iterdir()) else None,
-                checkpoint_dir_name=f"{CHECKPOINT_PREFIX}{step:08d}",
+                checkpoint_dir_name=name,
             )
+        mark_complete(self.run_storage, name, args.process_index)
 
 
 class MetricsLog(TrainerCallback):
@@ -420,20 +424,19 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def stage_callbacks(run_dir: str | Path, stage: str, run_name: str, tensorboard: bool = False, ray_metrics: bool = False) -> list:
+def stage_callbacks(run_dir: str | Path, stage: str, run_name: str, run_storage: str, tensorboard: bool = False, ray_metrics: bool = False) -> list:
     """The callbacks every TRL stage passes to its trainer: metrics on rank 0, checkpoints to Ray Train."""
-    return [MetricsLog(run_dir, stage, run_name, tensorboard, ray_metrics), RayTrainReport()]
+    return [MetricsLog(run_dir, stage, run_name, tensorboard, ray_metrics), RayTrainReport(run_storage)]
 
 
-def resume_checkpoint() -> str | None:
-    """Local path of the HF checkpoint inside Ray Train's latest checkpoint (None on a fresh start).
+def resume_checkpoint(run_storage: str, rank: int, world_size: int) -> str | None:
+    """Local path of the HF checkpoint inside the checkpoint to restore (None on a fresh start).
 
-    Ray's checkpoint in local or shared storage is read in place; for a URI it is downloaded
-    to a temporary directory kept for the life of the worker.
+    The newest complete one (:func:`medgo.train.checkpoint.checkpoint_to_restore`).  A checkpoint
+    in local or shared storage is read in place; for a URI it is downloaded to a temporary
+    directory kept for the life of the worker.
     """
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = checkpoint_to_restore(run_storage, rank, world_size)
     if checkpoint is None:
         return None
     if "://" in checkpoint.path or not Path(checkpoint.path).is_dir():
@@ -451,14 +454,14 @@ def checkpoint_step(hf_checkpoint: str | None) -> int:
     return int(json.loads(state.read_text(encoding="utf-8"))["global_step"]) if state.is_file() else 0
 
 
-def train_and_save(trainer, adapter_dir: str | Path) -> dict:
+def train_and_save(trainer, adapter_dir: str | Path, run_storage: str) -> dict:
     """Train (resuming from Ray Train's checkpoint when there is one), then save the adapter; all ranks.
 
     ``adapter_dir`` receives a standard PEFT directory (``adapter_config.json``,
     ``adapter_model.safetensors``) and the tokenizer files, written by rank 0 and replaced
     atomically.  Returns ``{"step", "start_step", "train_loss"}``.
     """
-    resume = resume_checkpoint()
+    resume = resume_checkpoint(run_storage, trainer.args.process_index, trainer.args.world_size)
     start = checkpoint_step(resume)
     if resume and trainer.is_world_process_zero():
         print(f"resuming from step {start}: {resume}", flush=True)

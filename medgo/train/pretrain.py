@@ -219,7 +219,7 @@ def train_loop(config: dict) -> dict:
     dtype = resolve_dtype(cfg.model.dtype)
     ds_config = deepspeed_config(cfg.deepspeed, cfg.optim, cfg.batch, world_size=world, total_steps=plan.total_steps, dtype=dtype, use_gpu=device.type == "cuda")
     engine, _keepalive = build_engine(cfg.model, tokenizer, ds_config, device, cfg.deepspeed.activation_checkpointing)
-    state = ckpt.restore(engine, f"{plan.storage}/{cfg.run_name}", rank) or ckpt.TrainState(world_size=world)
+    state = ckpt.restore(engine, f"{plan.storage}/{cfg.run_name}", rank, world) or ckpt.TrainState(world_size=world)
     start_step = state.step
     nodes = all_gather(ray.get_runtime_context().get_node_id())
     stream = BlockStream(ray.train.get_dataset_shard("train"), cfg.batch.micro_batch_size, tokenizer.pad_token_id, state.epoch, state.blocks_in_epoch)

@@ -272,10 +272,10 @@ def train_loop(config: dict) -> dict:
     configure_distributed(use_gpu)
     args = trainer_args(cfg, use_gpu)
     model = load_base(base, tokenizer)  # after the arguments: ZeRO-3 loads partitioned
-    callbacks = stage_callbacks(run_dir, STAGE, cfg.run_name, tensorboard=cfg.tensorboard)
+    callbacks = stage_callbacks(run_dir, STAGE, cfg.run_name, config["run_storage"], tensorboard=cfg.tensorboard)
     if cfg.debug.fail_at_step:
         callbacks.append(FailAt(cfg.debug.fail_at_step, run_dir))
     with plain_print():  # tokenizing the data set would otherwise log bytecode
         trainer = SFTTrainer(model=model, args=args, train_dataset=load_conversations(config["data"]), processing_class=tokenizer,
                              peft_config=lora_config(cfg.lora), callbacks=callbacks)  # fmt: skip
-    return train_and_save(trainer, run_dir / "adapter")
+    return train_and_save(trainer, run_dir / "adapter", config["run_storage"])

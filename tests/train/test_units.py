@@ -138,13 +138,13 @@ class _FakeEngine:
 
 
 def _checkpoint(root, step, ranks):
-    from medgo.train.checkpoint import CHECKPOINT_PREFIX, COMPLETE_MARKER, TrainState
+    from medgo.train.checkpoint import CHECKPOINT_PREFIX, TrainState, mark_complete
 
     d = root / f"{CHECKPOINT_PREFIX}{step:08d}"
     d.mkdir(parents=True)
     TrainState(step=step, world_size=2).write(d)
     for rank in ranks:
-        (d / COMPLETE_MARKER.format(rank=rank)).write_text(str(step))
+        mark_complete(str(root), d.name, rank)
     return d
 
 
@@ -157,10 +157,24 @@ def test_restore_prefers_a_newer_complete_checkpoint_than_the_one_ray_registered
     registered = _checkpoint(tmp_path, 12, [0, 1])
     _checkpoint(tmp_path, 16, [0, 1])
     _checkpoint(tmp_path, 20, [0])  # rank 1 died before its upload returned
-    assert newest_complete_checkpoint(str(tmp_path))[0].step == 16
+    assert newest_complete_checkpoint(str(tmp_path), world_size=2).endswith("checkpoint_step_00000016")
     monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ray.train.Checkpoint.from_directory(str(registered)))
     engine = _FakeEngine()
-    assert restore(engine, str(tmp_path), rank=0).step == 16 and engine.loaded == 16
+    assert restore(engine, str(tmp_path), rank=0, world_size=2).step == 16 and engine.loaded == 16
+
+    newer = _checkpoint(tmp_path / "other", 24, [0])  # Ray registered it, but a marker is missing
+    monkeypatch.setattr(ray.train, "get_checkpoint", lambda: ray.train.Checkpoint.from_directory(str(newer)))
+    assert restore(_FakeEngine(), str(tmp_path), rank=0, world_size=2).step == 24
 
     monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)
-    assert restore(_FakeEngine(), str(tmp_path / "elsewhere"), rank=0) is None
+    assert restore(_FakeEngine(), str(tmp_path / "elsewhere"), rank=0, world_size=2) is None
+
+
+def test_a_marker_can_come_before_the_checkpoint_directory(tmp_path):
+    """A rank that reported no files may return from ``report`` before the others' uploads."""
+    from medgo.train.checkpoint import mark_complete, newest_complete_checkpoint
+
+    mark_complete(str(tmp_path), "checkpoint_step_00000003", 1)
+    assert newest_complete_checkpoint(str(tmp_path), world_size=2) is None
+    mark_complete(str(tmp_path), "checkpoint_step_00000003", 0)
+    assert newest_complete_checkpoint(str(tmp_path), world_size=2) == f"{tmp_path}/checkpoint_step_00000003"
