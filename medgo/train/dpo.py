@@ -40,12 +40,11 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
-from medgo.config import ConfigError, ModelConfig, Section, StageConfig, save_config
+from medgo.config import ConfigError, ModelConfig, Section, save_config
 from medgo.model.loading import resolve_dtype, resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer
 from medgo.train.finetune import (
-    FinetuneCheckpoint,
-    FinetuneRay,
+    FinetuneConfig,
     FinetuneTrain,
     LoraSettings,
     configure_distributed,
@@ -54,6 +53,7 @@ from medgo.train.finetune import (
     load_base,
     lora_config,
     materialise_base,
+    plain_print,
     run_dir_for,
     scratch_dir,
     stage_callbacks,
@@ -64,7 +64,6 @@ from medgo.train.finetune import (
 from medgo.train.launcher import storage_root
 from medgo.train.metrics import read_metrics
 from medgo.train.preference import PreferenceSet, build_preferences, load_pairs
-from medgo.train.settings import DeepSpeedSettings
 
 STAGE = "dpo"
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
@@ -115,7 +114,7 @@ class DPOTrain(FinetuneTrain):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
 
 
-class DPOConfig(StageConfig):
+class DPOConfig(FinetuneConfig):
     """DPO with LoRA: model (+ optional SFT adapter to continue), data, loss, LoRA, trainer, DeepSpeed, Ray."""
 
     model: ModelConfig = ModelConfig()
@@ -125,12 +124,6 @@ class DPOConfig(StageConfig):
     lora: LoraSettings = LoraSettings()
     """The new adapter when ``model.adapter`` is unset (ignored when continuing an adapter)."""
     train: DPOTrain = DPOTrain()
-    deepspeed: DeepSpeedSettings = DeepSpeedSettings()
-    ray: FinetuneRay = FinetuneRay()
-    checkpoint: FinetuneCheckpoint = FinetuneCheckpoint()
-    tensorboard: bool = False
-    """Also write the metrics to ``<run dir>/tensorboard``."""
-    seed: int = Field(0, ge=0)
 
 
 @dataclass
@@ -302,9 +295,10 @@ def train_loop(config: dict) -> dict:
     configure_distributed(use_gpu)
     args = trainer_args(cfg, use_gpu)
     model = load_policy(base, tokenizer)  # after the arguments: ZeRO-3 loads partitioned
-    trainer = DPOTrainer(model=model, args=args, train_dataset=load_pairs(config["data"]), processing_class=tokenizer,
-                         peft_config=None if base.adapter else lora_config(cfg.lora),
-                         callbacks=stage_callbacks(run_dir, STAGE, cfg.run_name, config["run_storage"], tensorboard=cfg.tensorboard))  # fmt: skip
+    callbacks = stage_callbacks(run_dir, STAGE, cfg.run_name, config["run_storage"], tensorboard=cfg.tensorboard)
+    with plain_print():  # tokenizing the data set would otherwise log bytecode
+        trainer = DPOTrainer(model=model, args=args, train_dataset=load_pairs(config["data"]), processing_class=tokenizer,
+                             peft_config=None if base.adapter else lora_config(cfg.lora), callbacks=callbacks)  # fmt: skip
     outcome = train_and_save(trainer, run_dir / "adapter", config["run_storage"])
     if trainer.is_world_process_zero():
         drop_reference_copy(run_dir / "adapter")

@@ -43,7 +43,7 @@ import torch
 from pydantic import Field
 from transformers import TrainerCallback
 
-from medgo.config import ConfigError, ModelConfig, RayConfig, Section
+from medgo.config import ConfigError, ModelConfig, RayConfig, Section, StageConfig
 from medgo.train.checkpoint import CHECKPOINT_PREFIX, checkpoint_to_restore, mark_complete
 from medgo.train.deepspeed_config import zero_section
 from medgo.train.metrics import MetricsSink, plot_loss_curve, read_metrics
@@ -112,6 +112,20 @@ class FinetuneCheckpoint(Section):
     keep_last: int = Field(2, gt=0)
     max_failures: int = Field(3, ge=-1)
     """Worker-group restarts from the last reported checkpoint before the run fails (-1: unlimited)."""
+
+
+class FinetuneConfig(StageConfig):
+    """The sections every TRL stage's config has; a stage adds its ``data`` section and its extras."""
+
+    model: ModelConfig = ModelConfig()
+    lora: LoraSettings = LoraSettings()
+    train: FinetuneTrain = FinetuneTrain()
+    deepspeed: DeepSpeedSettings = DeepSpeedSettings()
+    ray: FinetuneRay = FinetuneRay()
+    checkpoint: FinetuneCheckpoint = FinetuneCheckpoint()
+    tensorboard: bool = False
+    """Also write the metrics to ``<run dir>/tensorboard``."""
+    seed: int = Field(0, ge=0)
 
 
 # ----------------------------------------------------------------------------- LoRA, DeepSpeed, arguments

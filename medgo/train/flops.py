@@ -62,7 +62,7 @@ class Architecture:
 
     def largest_module_params(self) -> int:
         """Parameters held directly by the largest single module (the embedding for Qwen2)."""
-        h, kv, i = self.hidden, self.kv_dim, self.intermediate
+        h, i = self.hidden, self.intermediate
         return max(self.embedding_params(), h * i, h * h + (h if self.qkv_bias else 0))
 
     def matmul_params(self) -> int:

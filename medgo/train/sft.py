@@ -35,16 +35,13 @@ import pyarrow.parquet as pq
 import torch
 from pydantic import Field, model_validator
 
-from medgo.config import ConfigError, ModelConfig, Section, StageConfig, save_config
+from medgo.config import ConfigError, ModelConfig, Section, save_config
 from medgo.model.loading import model_config_for, resolve_dtype, resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer
 from medgo.train.finetune import (
     FailAt,
-    FinetuneCheckpoint,
-    FinetuneRay,
-    FinetuneTrain,
+    FinetuneConfig,
     configure_distributed,
-    LoraSettings,
     finish_run,
     fit_finetune,
     load_base,
@@ -60,7 +57,6 @@ from medgo.train.finetune import (
     training_kwargs,
 )
 from medgo.train.launcher import storage_root
-from medgo.train.settings import DeepSpeedSettings
 from medgo.train.sft_data import BadRecord, SFTSource, apply_weight, bad_records_jsonl, read_source
 
 STAGE = "sft"
@@ -101,22 +97,13 @@ class SFTDebug(Section):
     """Kill the last worker once at this optimizer step; the run restarts from its last checkpoint."""
 
 
-class SFTConfig(StageConfig):
+class SFTConfig(FinetuneConfig):
     """LoRA SFT: model, data mixture, LoRA, trainer settings, DeepSpeed, Ray workers, checkpoints."""
 
-    model: ModelConfig = ModelConfig()
     data: SFTData = SFTData()
-    lora: LoraSettings = LoraSettings()
-    train: FinetuneTrain = FinetuneTrain()
-    deepspeed: DeepSpeedSettings = DeepSpeedSettings()
-    ray: FinetuneRay = FinetuneRay()
-    checkpoint: FinetuneCheckpoint = FinetuneCheckpoint()
     export_merged: bool = False
     """Also write ``merged/``: the base with the adapter merged in, a plain Hugging Face directory."""
-    tensorboard: bool = False
-    """Also write the metrics to ``<run dir>/tensorboard``."""
     debug: SFTDebug = SFTDebug()
-    seed: int = Field(0, ge=0)
 
 
 @dataclass
