@@ -37,17 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import Field, field_validator
 
 from medgo.config import ConfigError, ModelConfig, Section, save_config
-from medgo.model.loading import resolve_dtype, resolve_tokenizer_path
+from medgo.model.loading import resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer
 from medgo.train.finetune import (
     FinetuneConfig,
     FinetuneTrain,
     LoraSettings,
-    configure_distributed,
+    StageWorker,
     finish_run,
     fit_finetune,
     load_base,
@@ -55,11 +54,9 @@ from medgo.train.finetune import (
     materialise_base,
     plain_print,
     run_dir_for,
-    scratch_dir,
-    stage_callbacks,
+    start_worker,
     total_steps,
     train_and_save,
-    training_kwargs,
 )
 from medgo.train.launcher import storage_root
 from medgo.train.metrics import read_metrics
@@ -258,15 +255,13 @@ def plot_rewards(metrics_path: str | Path, png_path: str | Path, title: str = "d
 # ----------------------------------------------------------------------------- worker
 
 
-def trainer_args(cfg: DPOConfig, use_gpu: bool):
+def trainer_args(w: StageWorker):
     """TRL's ``DPOConfig``: the shared training arguments plus the preference loss and truncation."""
     from trl import DPOConfig as TRLDPOConfig
 
-    kwargs = training_kwargs(cfg.train, cfg.deepspeed, output_dir=scratch_dir(STAGE, cfg.run_name), dtype=resolve_dtype(cfg.model.dtype),
-                             use_gpu=use_gpu, seed=cfg.seed, save_steps=cfg.checkpoint.every_steps)  # fmt: skip
-    d = cfg.dpo
-    return TRLDPOConfig(**kwargs, beta=d.beta, loss_type=[d.loss_type], label_smoothing=d.label_smoothing,
-                        precompute_ref_log_probs=d.precompute_ref_log_probs, max_length=cfg.data.max_length)  # fmt: skip
+    d = w.cfg.dpo
+    return TRLDPOConfig(**w.training_kwargs, beta=d.beta, loss_type=[d.loss_type], label_smoothing=d.label_smoothing,
+                        precompute_ref_log_probs=d.precompute_ref_log_probs, max_length=w.cfg.data.max_length)  # fmt: skip
 
 
 def load_policy(base: ModelConfig, tokenizer):
@@ -288,18 +283,13 @@ def train_loop(config: dict) -> dict:
     """Runs on every Ray Train worker."""
     from trl import DPOTrainer
 
-    cfg, base = DPOConfig.model_validate(config["cfg"]), ModelConfig.model_validate(config["base"])
-    run_dir = Path(config["run_dir"])
-    tokenizer = load_tokenizer(resolve_tokenizer_path(base))
-    use_gpu = torch.cuda.is_available()
-    configure_distributed(use_gpu)
-    args = trainer_args(cfg, use_gpu)
-    model = load_policy(base, tokenizer)  # after the arguments: ZeRO-3 loads partitioned
-    callbacks = stage_callbacks(run_dir, STAGE, cfg.run_name, config["run_storage"], tensorboard=cfg.tensorboard)
+    w = start_worker(config, DPOConfig, STAGE)
+    args = trainer_args(w)
+    model = load_policy(w.base, w.tokenizer)  # after the arguments: ZeRO-3 loads partitioned
     with plain_print():  # tokenizing the data set would otherwise log bytecode
-        trainer = DPOTrainer(model=model, args=args, train_dataset=load_pairs(config["data"]), processing_class=tokenizer,
-                             peft_config=None if base.adapter else lora_config(cfg.lora), callbacks=callbacks)  # fmt: skip
-    outcome = train_and_save(trainer, run_dir / "adapter", config["run_storage"])
+        trainer = DPOTrainer(model=model, args=args, train_dataset=load_pairs(config["data"]), processing_class=w.tokenizer,
+                             peft_config=None if w.base.adapter else lora_config(w.cfg.lora), callbacks=w.callbacks)  # fmt: skip
+    outcome = train_and_save(trainer, w.run_dir / "adapter", w.run_storage)
     if trainer.is_world_process_zero():
-        drop_reference_copy(run_dir / "adapter")
+        drop_reference_copy(w.run_dir / "adapter")
     return outcome

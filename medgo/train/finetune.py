@@ -9,14 +9,13 @@ A TRL stage composes these functions; nothing here knows which trainer it drives
     finish_run(run_dir, "sft", cfg.run_name)                 # loss_curve.png, last metrics line
 
     # worker (inside train_fn)
-    configure_distributed(use_gpu)
-    args = trl.SFTConfig(**training_kwargs(cfg.train, cfg.deepspeed, output_dir=scratch_dir("sft", cfg.run_name),
-                                           dtype=dtype, use_gpu=..., seed=cfg.seed, save_steps=cfg.checkpoint.every_steps))
-    model = load_base(base, tokenizer)                       # after the args: ZeRO-3 loads partitioned
+    w = start_worker(config, SFTConfig, "sft")              # tokenizer, process group, shared arguments, callbacks
+    args = trl.SFTConfig(**w.training_kwargs, max_length=...)
+    model = load_base(w.base, w.tokenizer)                   # after the args: ZeRO-3 loads partitioned
     with plain_print():                                      # no bytecode in the logs from datasets hashing
-        trainer = trl.SFTTrainer(model, args, train_dataset=..., processing_class=tokenizer, peft_config=lora_config(cfg.lora),
-                                 callbacks=stage_callbacks(run_dir, "sft", cfg.run_name, config["run_storage"]))
-    outcome = train_and_save(trainer, adapter_dir, config["run_storage"])  # resumes from the newest checkpoint, writes adapter/
+        trainer = trl.SFTTrainer(model, args, train_dataset=..., processing_class=w.tokenizer,
+                                 peft_config=lora_config(w.cfg.lora), callbacks=w.callbacks)
+    outcome = train_and_save(trainer, w.run_dir / "adapter", w.run_storage)  # resumes from the newest checkpoint
 
 The Hugging Face Trainer owns the loop: DeepSpeed comes in through ``TrainingArguments(deepspeed=dict)``
 (ZeRO sections from :mod:`medgo.train.deepspeed_config`, batch sizes, optimizer hyper-parameters and
@@ -36,6 +35,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -374,6 +374,37 @@ def load_base(model_cfg: ModelConfig, tokenizer):
     from medgo.model.loading import load_model
 
     return load_model(model_cfg, tokenizer)
+
+
+@dataclass
+class StageWorker:
+    """What a TRL stage's ``train_loop`` starts from on every Ray Train worker (see :func:`start_worker`)."""
+
+    cfg: FinetuneConfig
+    base: ModelConfig
+    """The base every worker loads by path (with the adapter to continue, when there is one)."""
+    tokenizer: object
+    use_gpu: bool
+    run_dir: Path
+    run_storage: str
+    training_kwargs: dict
+    """:func:`training_kwargs` for this stage; add the trainer's own keys and build its arguments."""
+    callbacks: list
+
+
+def start_worker(config: dict, config_cls: type[FinetuneConfig], stage: str) -> StageWorker:
+    """Parse the loop config, load the tokenizer, set up Accelerate's process group, prepare the arguments."""
+    from medgo.model.loading import resolve_dtype, resolve_tokenizer_path
+    from medgo.model.tokenizer import load_tokenizer
+
+    cfg, base = config_cls.model_validate(config["cfg"]), ModelConfig.model_validate(config["base"])
+    run_dir, run_storage = Path(config["run_dir"]), config["run_storage"]
+    use_gpu = torch.cuda.is_available()
+    configure_distributed(use_gpu)
+    kwargs = training_kwargs(cfg.train, cfg.deepspeed, output_dir=scratch_dir(stage, cfg.run_name), dtype=resolve_dtype(cfg.model.dtype),
+                             use_gpu=use_gpu, seed=cfg.seed, save_steps=cfg.checkpoint.every_steps)  # fmt: skip
+    callbacks = stage_callbacks(run_dir, stage, cfg.run_name, run_storage, tensorboard=cfg.tensorboard)
+    return StageWorker(cfg, base, load_tokenizer(resolve_tokenizer_path(base)), use_gpu, run_dir, run_storage, kwargs, callbacks)
 
 
 class RayTrainReport(TrainerCallback):

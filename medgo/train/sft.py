@@ -32,16 +32,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from pydantic import Field, model_validator
 
-from medgo.config import ConfigError, ModelConfig, Section, save_config
+from medgo.config import ConfigError, Section, save_config
 from medgo.model.loading import model_config_for, resolve_dtype, resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer
 from medgo.train.finetune import (
     FailAt,
     FinetuneConfig,
-    configure_distributed,
+    StageWorker,
     finish_run,
     fit_finetune,
     load_base,
@@ -50,11 +49,9 @@ from medgo.train.finetune import (
     merge_adapter,
     plain_print,
     run_dir_for,
-    scratch_dir,
-    stage_callbacks,
+    start_worker,
     total_steps,
     train_and_save,
-    training_kwargs,
 )
 from medgo.train.launcher import storage_root
 from medgo.train.sft_data import BadRecord, SFTSource, apply_weight, bad_records_jsonl, read_source
@@ -239,30 +236,24 @@ def load_conversations(path: str):
     return Dataset.from_list(pq.read_table(path, columns=["messages"]).to_pylist())
 
 
-def trainer_args(cfg: SFTConfig, use_gpu: bool):
+def trainer_args(w: StageWorker):
     """TRL's ``SFTConfig``: the shared training arguments plus assistant-only loss and truncation."""
     from trl import SFTConfig as TRLSFTConfig
 
-    kwargs = training_kwargs(cfg.train, cfg.deepspeed, output_dir=scratch_dir(STAGE, cfg.run_name), dtype=resolve_dtype(cfg.model.dtype),
-                             use_gpu=use_gpu, seed=cfg.seed, save_steps=cfg.checkpoint.every_steps)  # fmt: skip
-    return TRLSFTConfig(**kwargs, max_length=cfg.data.max_length, assistant_only_loss=True, packing=False)
+    return TRLSFTConfig(**w.training_kwargs, max_length=w.cfg.data.max_length, assistant_only_loss=True, packing=False)
 
 
 def train_loop(config: dict) -> dict:
     """Runs on every Ray Train worker."""
     from trl import SFTTrainer
 
-    cfg, base = SFTConfig.model_validate(config["cfg"]), ModelConfig.model_validate(config["base"])
-    run_dir = Path(config["run_dir"])
-    tokenizer = load_tokenizer(resolve_tokenizer_path(base))
-    use_gpu = torch.cuda.is_available()
-    configure_distributed(use_gpu)
-    args = trainer_args(cfg, use_gpu)
-    model = load_base(base, tokenizer)  # after the arguments: ZeRO-3 loads partitioned
-    callbacks = stage_callbacks(run_dir, STAGE, cfg.run_name, config["run_storage"], tensorboard=cfg.tensorboard)
-    if cfg.debug.fail_at_step:
-        callbacks.append(FailAt(cfg.debug.fail_at_step, run_dir))
+    w = start_worker(config, SFTConfig, STAGE)
+    args = trainer_args(w)
+    model = load_base(w.base, w.tokenizer)  # after the arguments: ZeRO-3 loads partitioned
+    callbacks = list(w.callbacks)
+    if w.cfg.debug.fail_at_step:
+        callbacks.append(FailAt(w.cfg.debug.fail_at_step, w.run_dir))
     with plain_print():  # tokenizing the data set would otherwise log bytecode
-        trainer = SFTTrainer(model=model, args=args, train_dataset=load_conversations(config["data"]), processing_class=tokenizer,
-                             peft_config=lora_config(cfg.lora), callbacks=callbacks)  # fmt: skip
-    return train_and_save(trainer, run_dir / "adapter", config["run_storage"])
+        trainer = SFTTrainer(model=model, args=args, train_dataset=load_conversations(config["data"]), processing_class=w.tokenizer,
+                             peft_config=lora_config(w.cfg.lora), callbacks=callbacks)  # fmt: skip
+    return train_and_save(trainer, w.run_dir / "adapter", w.run_storage)
