@@ -66,6 +66,8 @@ class RayConfig(Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """How training workers are placed on nodes (Ray's placement-group strategies); ``STRICT_SPREAD``: one per node."""
     storage_path: str = "runs"
     """Local directory or a pyarrow-supported URI (s3://, gs://, hdfs://) for results and checkpoints."""
 

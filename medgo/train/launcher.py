@@ -77,7 +77,7 @@ def fit(
         return TorchTrainer(
             train_fn,
             train_loop_config=loop_config,
-            scaling_config=ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu, resources_per_worker=resources),
+            scaling_config=ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu, resources_per_worker=resources, placement_strategy=ray_cfg.placement_strategy),
             torch_config=TorchConfig(backend="nccl" if ray_cfg.use_gpu else "gloo"),
             run_config=RunConfig(
                 name=run_name,

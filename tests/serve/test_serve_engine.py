@@ -22,6 +22,25 @@ def model(tokenizer):
     return m
 
 
+def liven(model, std: float = 0.2):
+    """Redraw the base model's matrices from N(0, std^2) with a fixed seed (LoRA weights are kept).
+    The seeded tiny model's greedy reply to every prompt is a run of newlines; with larger weights
+    greedy decoding takes a different path for each prompt, so comparing texts tests something."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() > 1 and "lora_" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+@pytest.fixture(scope="module")
+def lively_model(tokenizer):
+    m = liven(load_model(ModelConfig(), tokenizer))
+    m.eval()
+    return m
+
+
 @pytest.fixture(scope="module")
 def prompt_ids(tokenizer):
     return [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"] for p in PROMPTS]
@@ -44,7 +63,8 @@ def sampled(ids, seed, **kw) -> GenerationRequest:
     return GenerationRequest(prompt_ids=ids, max_tokens=kw.pop("max_tokens", 24), temperature=1.0, top_p=0.9, seed=seed, ignore_eos=True, **kw)
 
 
-def test_greedy_matches_transformers_generate(model, tokenizer, prompt_ids):
+def test_greedy_matches_transformers_generate(lively_model, tokenizer, prompt_ids):
+    model = lively_model
     engine = Engine(model, tokenizer, max_batch_size=4)
     try:
         for ids in prompt_ids[:2]:
@@ -57,32 +77,103 @@ def test_greedy_matches_transformers_generate(model, tokenizer, prompt_ids):
         engine.close()
 
 
-def test_batched_and_staggered_requests_equal_requests_alone(model, tokenizer, prompt_ids):
-    engine = Engine(model, tokenizer, max_batch_size=8)
+def greedy(ids, **kw) -> GenerationRequest:
+    return GenerationRequest(prompt_ids=ids, max_tokens=kw.pop("max_tokens", 24), temperature=0, ignore_eos=True, **kw)
+
+
+@pytest.fixture
+def logits_seen(monkeypatch):
+    """Every row of logits the engine samples from and the token it drew, per request (prompt and
+    seed), in step order."""
+    from medgo.serve import engine as engine_module
+
+    seen: dict[tuple, list[tuple[torch.Tensor, int]]] = {}
+    original = engine_module.sample
+
+    def recording(logits, seqs):
+        tokens = original(logits, seqs)
+        for row, seq, token in zip(logits, seqs, tokens, strict=True):
+            seen.setdefault((tuple(seq.request.prompt_ids), seq.request.seed), []).append((row.clone(), token))
+        return tokens
+
+    monkeypatch.setattr(engine_module, "sample", recording)
+    return seen
+
+
+# A padded batch multiplies matrices of other shapes than one request alone, so float32 sums
+# come out in another order: the logits agree to a few units in the last place, not bit for bit
+# (seen: at most 3e-6 on the lively model, 2e-7 on the seeded one).
+LOGIT_ATOL = 1e-4
+
+
+def test_greedy_batched_and_staggered_requests_equal_requests_alone(lively_model, tokenizer, prompt_ids, logits_seen):
+    engine = Engine(lively_model, tokenizer, max_batch_size=8)
     steps = {}
 
     async def scenario():
-        alone = [await collect(engine, sampled(ids, seed=10 + i)) for i, ids in enumerate(prompt_ids)]
+        alone = [await collect(engine, greedy(ids)) for ids in prompt_ids]
+        solo_logits = {k: list(v) for k, v in logits_seen.items()}
+        logits_seen.clear()
         steps["before"] = engine.steps
-        together = await asyncio.gather(*[collect(engine, sampled(ids, seed=10 + i)) for i, ids in enumerate(prompt_ids)])
+        together = await asyncio.gather(*[collect(engine, greedy(ids)) for ids in prompt_ids])
         steps["together"] = engine.steps - steps["before"]
 
         async def late(i, delay):
             await asyncio.sleep(delay)
-            return await collect(engine, sampled(prompt_ids[i], seed=10 + i, max_tokens=6 + 6 * i))
+            return await collect(engine, greedy(prompt_ids[i], max_tokens=6 + 6 * i))
         staggered = await asyncio.gather(*[late(i, 0.01 * i) for i in range(len(prompt_ids))])
-        return alone, together, staggered
+        return alone, together, staggered, solo_logits
 
     try:
-        alone, together, staggered = asyncio.run(scenario())
+        alone, together, staggered, solo_logits = asyncio.run(scenario())
     finally:
         engine.close()
-    assert [t for t, _ in together] == [t for t, _ in alone]
-    assert len({t for t, _ in alone}) == len(alone), "different seeds and prompts must give different text"
+    assert [t for t, _ in together] == [t for t, _ in alone], "greedy decoding: token for token the same text"
+    assert len({t for t, _ in alone}) == len(alone), "different prompts must give different text"
     assert steps["together"] <= 24 + 4, f"4 requests x 24 tokens took {steps['together']} forward passes, not ~24"
     for i, (text, finish) in enumerate(staggered):  # joined a running batch, left it at different steps
         assert finish.completion_tokens == 6 + 6 * i
         assert alone[i][0].startswith(text)
+    for i, ids in enumerate(prompt_ids):  # batched (24 steps), then staggered (6 + 6 i steps)
+        solo, batched = solo_logits[(tuple(ids), None)], logits_seen[(tuple(ids), None)]
+        assert len(solo) == 24 and len(batched) == 24 + 6 + 6 * i
+        for step, (row, _) in enumerate(batched):
+            torch.testing.assert_close(row, solo[step if step < 24 else step - 24][0], rtol=0, atol=LOGIT_ATOL)
+
+
+def test_sampled_batches_repeat_and_their_logits_match_requests_alone(model, tokenizer, prompt_ids, logits_seen):
+    """Under sampling a last-bit difference in the logits can flip a draw, so batched text need not
+    equal the text alone; what holds: the same seeds in the same batch give the same text, and every
+    step's logits match the request alone while their tokens agree."""
+    # The batching engine waits for a full batch, so both batched rounds hold the same four requests.
+    solo_engine = Engine(model, tokenizer)
+    batch_engine = Engine(model, tokenizer, max_batch_size=len(prompt_ids), batch_wait_s=60)
+    requests = [sampled(ids, seed=10 + i) for i, ids in enumerate(prompt_ids)]
+
+    async def scenario():
+        alone = [await collect(solo_engine, r) for r in requests]
+        solo_logits = {k: list(v) for k, v in logits_seen.items()}
+        logits_seen.clear()
+        first = await asyncio.gather(*[collect(batch_engine, r) for r in requests])
+        batched_logits = {k: list(v) for k, v in logits_seen.items()}
+        second = await asyncio.gather(*[collect(batch_engine, r) for r in requests])
+        return alone, first, second, solo_logits, batched_logits
+
+    try:
+        alone, first, second, solo_logits, batched_logits = asyncio.run(scenario())
+    finally:
+        solo_engine.close()
+        batch_engine.close()
+    assert [t for t, _ in first] == [t for t, _ in second], "same seeds, same batch: same text"
+    assert len({t for t, _ in alone}) == len(alone), "different seeds and prompts must give different text"
+    for request in requests:
+        key = (tuple(request.prompt_ids), request.seed)
+        solo, batched = solo_logits[key], batched_logits[key]
+        assert len(solo) == len(batched) == 24
+        # Up to and including the first step whose draws differ, both runs saw the same tokens.
+        diverged = next((step for step in range(24) if solo[step][1] != batched[step][1]), 23)
+        for step in range(diverged + 1):
+            torch.testing.assert_close(batched[step][0], solo[step][0], rtol=0, atol=LOGIT_ATOL)
 
 
 def test_seed_reproducible_and_seeds_differ(model, tokenizer, prompt_ids):
@@ -129,8 +220,9 @@ def test_eos_stops_unless_ignored(model, tokenizer, prompt_ids):
 def test_mixed_adapter_batch_equals_separate_runs(tiny_adapter, prompt_ids):
     runner = ModelRunner({"model": {"base_model": "tiny"}, "adapters": {"cardio": str(tiny_adapter)}})
     engine = runner.engine
-    base = lambda i: sampled(prompt_ids[i], seed=3 + i)
-    lora = lambda i: sampled(prompt_ids[i], seed=3 + i, adapter=runner.adapters["cardio"])
+    liven(engine.model)
+    base = lambda i: greedy(prompt_ids[i])  # greedy: the engine promises the same tokens batched or alone
+    lora = lambda i: greedy(prompt_ids[i], adapter=runner.adapters["cardio"])
 
     async def scenario():
         alone_base = [await collect(engine, base(i)) for i in range(2)]

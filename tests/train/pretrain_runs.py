@@ -4,8 +4,10 @@
 
 The uninterrupted reference run needs its own two-node cluster (``ray.cluster_utils.Cluster``),
 so it runs in a separate process from the test session's Ray: the head has 3 CPUs and the
-second node 2, each worker asks for 2, so one lands on each node and the head keeps a CPU for
-Ray Data.  It prints one JSON line describing the run.
+second node 2, the workers are placed one per node (``STRICT_SPREAD``) and the head keeps CPUs
+for Ray Data.  Each worker asks for 1 CPU, as in the session's runs: Ray gives a worker as many
+torch threads as CPUs, and a different thread count sums the matrix products in a different
+order, so the weights would no longer be bit-identical.  It prints one JSON line describing the run.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def two_node_reference(corpus: str, out: str) -> dict:
     cluster.add_node(num_cpus=2)
     try:
         ray.init(address=cluster.address, log_to_driver=False)
-        result = run(run_config(corpus, out, REFERENCE, "ray.cpus_per_worker=2"))
+        result = run(run_config(corpus, out, REFERENCE, "ray.placement_strategy=STRICT_SPREAD"))
         alive = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
         return {"worker_nodes": result.nodes, "cluster_nodes": alive, "steps": result.steps,
                 "run_dir": str(result.run_dir), "model_dir": str(result.model_dir)}
