@@ -259,11 +259,16 @@ class IRTask:
             return []
         return [make_request(self.uid(q, p), render.plain(retrieval.rerank_prompt(self.corpus[p])), continuation=self.queries[q]) for q, cands in self.candidates.items() for p, _ in cands]
 
-    def finish(self, answers: dict, out_dir: Path) -> dict:
+    def ranking(self, answers: dict) -> dict:
+        """BM25 candidates, reranked by the model's query likelihood when ``rerank`` is on."""
         ranking = self.candidates
         if self.cfg.rerank:
             per_token = {(q, p): answers[self.uid(q, p)]["loglik"] / max(1, answers[self.uid(q, p)]["n_tokens"]) for q, c in ranking.items() for p, _ in c}
             ranking = retrieval.rerank(ranking, per_token, self.cfg.rerank_weight)
+        return ranking
+
+    def finish(self, answers: dict, out_dir: Path) -> dict:
+        ranking = self.ranking(answers)
         path = retrieval.write_ranking(out_dir / "KUAKE-IR_ranking.tsv", ranking, self.cfg.top_k)
         spec = TASKS["KUAKE-IR"]
         ranked = sum(1 for q in self.gold if q in ranking)

@@ -131,6 +131,11 @@ _STATED = re.compile(r"(?:答案|正确选项|选项|应选|选择|answer)\s*(?:
 
 
 _STANDALONE = re.compile(r"(?<![A-Za-z])([A-D])(?![A-Za-z])")
+_HEDGE = re.compile(
+    r"(?<![A-Za-z])[A-D][)）】\]]?\s*(?:(?:或者|或是|或|还是|和|与|及|跟|、|/|,|，|or|and|&)\s*)+(?:选项)?\s*[(（【\[]?[A-D](?![A-Za-z0-9])",
+    re.IGNORECASE,
+)
+"""Two option letters joined by 或/和/、/or...: a hedge, not an answer."""
 
 
 def extract_letter(text: str) -> str | None:
@@ -138,8 +143,11 @@ def extract_letter(text: str) -> str | None:
 
     Accepted: a reply that *starts* with the letter (``"C"``, ``"C. 胰岛素"``, ``"(C)"``), or that
     states it after 答案/选项/选择 (``"答案：C"``, ``"正确答案是C"``) and names no other option
-    letter.  A hedge (``"答案是A或者B"``), several stated letters, or none is unparsed.
+    letter.  A hedge (``"A或B"``, ``"A和C都对"``, ``"答案是A或者B"``), several stated letters, or
+    none is unparsed: a hedge is not an answer.
     """
+    if _HEDGE.search(text):
+        return None
     lead = _LEADING.match(text)
     if lead:
         return lead.group(1)

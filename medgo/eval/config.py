@@ -70,7 +70,7 @@ class CBLUEConfig(Section):
     """Task names (see ``CBLUE_TASKS``); ``[]`` skips CBLUE."""
     data_dir: str | None = None
     """Folder holding ``<TASK>/<TASK>_<split>.json`` etc.; default: the embedded samples."""
-    split: Literal["dev", "train"] = "dev"
+    split: Literal["dev", "train", "test"] = "dev"
     """Labelled split used as the gold (CBLUE's test labels are not public)."""
     metric_set: Literal["native", "promptcblue"] = "native"
     """``native``: native files, this project's prompts, the CBLUE task definitions; ``promptcblue``:

@@ -109,6 +109,8 @@ def make_renderer(model: EvalModel, cfg: EvalConfig, longest_reply: int) -> Rend
 
 def run(cfg: EvalConfig) -> dict:
     """Evaluate every model of ``cfg``; returns the results dict also written to ``results.json``."""
+    if cfg.cblue.split == "test":
+        raise ValueError("cblue.split=test has no answers to score; 'medgo eval predict --split test' writes the submission files")
     run_dir = cfg.run_dir()
     tasks, skipped = cblue_tasks(cfg)
     for task, why in skipped.items():

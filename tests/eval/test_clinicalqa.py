@@ -60,6 +60,11 @@ def test_bad_json_and_bad_csv_header(tmp_path):
         ("正确答案是 B，因为……", "B"), ("我认为答案为D。", "D"), ("The answer is A", "A"),
         ("", None), ("二甲双胍", None), ("答案是A或者B", None), ("选项A和选项C都对", None),
         ("Because insulin", None), ("ABCD", None),
+        # hedges are not answers, even when the reply starts with a letter
+        ("A或B", None), ("A和C都对", None), ("A、B", None), ("B / D", None), ("A or B", None), ("C还是D？", None),
+        ("(A)或(B)", None), ("A，或者选项C", None),
+        # other letters that are not a second choice
+        ("C. 维生素B12", "C"), ("C，因为B选项剂量过大", "C"),
     ],
 )  # fmt: skip
 def test_extract_letter_is_strict(text, letter):

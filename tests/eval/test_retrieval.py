@@ -23,7 +23,7 @@ def test_char_bigrams_drop_punctuation():
     assert retrieval.char_bigrams("头痛，发热!") == ["头", "痛", "发", "热", "头痛", "痛发", "发热"]
 
 
-def test_bm25_beats_the_paper_on_the_samples(tokenizer):
+def test_bm25_mrr10_on_the_25_passage_sample(tokenizer):
     corpus = retrieval.read_tsv(IR / "corpus.tsv")
     queries = retrieval.read_tsv(IR / "dev.query.txt")
     qrels = {}
@@ -34,7 +34,7 @@ def test_bm25_beats_the_paper_on_the_samples(tokenizer):
         cands = retrieval.bm25_candidates(corpus, queries, RetrievalConfig(tokens=tokens), tokenizer)
         assert all(len(c) == 10 for c in cands.values())
         assert all(a[1] >= b[1] for c in cands.values() for a, b in zip(c, c[1:]))
-        assert mrr10(cands, qrels) > 50, tokens  # the paper's generative model scored 18.23
+        assert mrr10(cands, qrels) > 50, tokens  # 25 sample passages, not the KUAKE-IR benchmark
 
 
 def test_rerank_mixes_z_scores():

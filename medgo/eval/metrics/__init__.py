@@ -129,11 +129,12 @@ def get_task(task: str) -> TaskSpec:
     raise KeyError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
 
 
-def score_task(task: str, gold_path, pred_path, metric_set: str = "native") -> dict:
+def score_task(task: str, gold_path, pred_path, metric_set: str = "native", lenient: bool = False) -> dict:
     """Score a prediction file against a gold file; ``score`` is 0–100.
 
     ``native``: the task's gold (dev) file and a prediction in the official submission layout.
-    ``promptcblue``: PromptCBLUE JSONL files; only the records of this task are scored.
+    ``promptcblue``: PromptCBLUE JSONL files; only the records of this task are scored (``lenient``
+    as in :func:`score_promptcblue`).
     """
     spec = get_task(task)
     if metric_set == "native":
@@ -143,13 +144,13 @@ def score_task(task: str, gold_path, pred_path, metric_set: str = "native") -> d
     elif metric_set == "promptcblue":
         if spec.promptcblue_name is None:
             raise KeyError(f"{spec.name} is not a PromptCBLUE task")
-        from medgo.eval.metrics.promptcblue import _rows, score_task_rows
+        from medgo.eval.metrics.promptcblue import _rows, score_task_rows, task_name
 
-        gold_rows = [r for r in _rows(gold_path) if r.get("task_dataset") == spec.promptcblue_name]
+        gold_rows = [r for r in _rows(gold_path) if task_name(r.get("task_dataset")) == spec.promptcblue_name]
         preds: dict = {}
         for r in _rows(pred_path):
             preds.setdefault(str(r.get("sample_id")), r)
-        res = score_task_rows(spec.promptcblue_name, gold_rows, preds)
+        res = {**score_task_rows(spec.promptcblue_name, gold_rows, preds, lenient), "mode": "lenient" if lenient else "official"}
     else:
         raise ValueError(f"unknown metric_set {metric_set!r}; known: {', '.join(METRIC_SETS)}")
     return {"task": spec.name, "metric_set": metric_set, **res}

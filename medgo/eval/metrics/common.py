@@ -168,31 +168,3 @@ def classification_scores(gold: dict, pred: dict, label_set: Iterable[str] | Non
         "n_missing": n_missing,
         "out_of_label_set": n_oos,
     }
-
-
-def sklearn_report_avg(y_true: list[str], y_pred: list[str], average: str, allowed=None) -> tuple[float, float, float]:
-    """``classification_report(..., zero_division=0)``'s ``"macro avg"`` or ``"weighted avg"`` row.
-
-    Labels are the sorted union of ``y_true`` and ``y_pred`` (as sklearn); the weighted average
-    weighs each label by its gold support, so labels that occur only in predictions weigh 0.
-    With ``allowed``, predicted labels outside it are wrong answers but not classes of their own
-    (so they cannot pull the macro average down as extra zero-F1 classes).
-    """
-    preds = set(y_pred) if allowed is None else {p for p in y_pred if p in set(allowed)}
-    labels = sorted(set(y_true) | preds)
-    rows = []
-    for c in labels:
-        tp = sum(1 for g, p in zip(y_true, y_pred) if g == c and p == c)
-        n_p = sum(1 for p in y_pred if p == c)
-        n_g = sum(1 for g in y_true if g == c)
-        rows.append((*prf(tp, n_p, n_g), n_g))
-    if not rows:
-        return 0.0, 0.0, 0.0
-    if average == "macro":
-        return tuple(sum(r[i] for r in rows) / len(rows) for i in range(3))  # type: ignore[return-value]
-    if average == "weighted":
-        total = sum(r[3] for r in rows)
-        if not total:
-            return 0.0, 0.0, 0.0
-        return tuple(sum(r[i] * r[3] for r in rows) / total for i in range(3))  # type: ignore[return-value]
-    raise ValueError(f"unknown average {average!r}")

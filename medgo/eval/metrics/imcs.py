@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from nltk.translate.bleu_score import corpus_bleu
+from rouge import Rouge
+
 from medgo.eval.metrics.common import as_str, classification_scores, pct, prf, read_json
-from medgo.eval.metrics.text import corpus_bleu, rouge_pltrdy
 
 NER_TYPES = ("Symptom", "Drug", "Drug_Category", "Medical_Examination", "Operation")
 NER_TAGS = ("O", *(f"{p}-{t}" for t in NER_TYPES for p in "BI"))
@@ -246,12 +248,12 @@ def read_mrg_pred(path) -> dict:
 
 
 def _rouge_vs_refs(hyp: str, refs: list[str]) -> tuple[float, float, float]:
-    """The authors' ``compute_rouge``: character tokens, ROUGE F averaged over references; 0 on empty input."""
+    """The authors' ``compute_rouge``: the ``rouge`` package on character tokens, F averaged over references; 0 on empty input."""
     if not refs:
         return 0.0, 0.0, 0.0
     h = " ".join(hyp)
     try:
-        scores = [rouge_pltrdy(h, " ".join(r)) for r in refs]
+        scores = [Rouge().get_scores(h, " ".join(r))[0] for r in refs]
     except ValueError:
         return 0.0, 0.0, 0.0
     return tuple(sum(s[m]["f"] for s in scores) / len(refs) for m in ("rouge-1", "rouge-2", "rouge-l"))  # type: ignore[return-value]
@@ -260,8 +262,8 @@ def _rouge_vs_refs(hyp: str, refs: list[str]) -> tuple[float, float, float]:
 def score_mrg(gold: dict, pred: dict) -> dict:
     """Mean of ROUGE-1/2/L F (character level, averaged over the two references, then over dialogues).
 
-    Missing dialogues score 0.  BLEU-2/4 (corpus level, characters, both references) as in the
-    authors' MRG evaluation are reported alongside.
+    Missing dialogues score 0.  BLEU-2/4 (NLTK ``corpus_bleu``, characters, both references) as in
+    the authors' MRG evaluation are reported alongside.
     """
     r1 = r2 = rl = 0.0
     hyps, refss = [], []
@@ -271,8 +273,8 @@ def score_mrg(gold: dict, pred: dict) -> dict:
         a, b, c = _rouge_vs_refs(hyp, refs)
         r1, r2, rl = r1 + a, r2 + b, rl + c
         if refs:
-            hyps.append("".join(hyp.split()))
-            refss.append(["".join(r.split()) for r in refs])
+            hyps.append(list("".join(hyp.split())))
+            refss.append([list("".join(r.split())) for r in refs])
     n = len(gold) or 1
     r1, r2, rl = r1 / n, r2 / n, rl / n
     score = (r1 + r2 + rl) / 3

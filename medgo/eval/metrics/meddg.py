@@ -17,8 +17,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
 from medgo.eval.metrics.common import as_str, pct, prf, read_json
-from medgo.eval.metrics.text import sentence_bleu
 
 ATTRIBUTE_RULES = {
     "时长": re.compile(r"多久|多长时间|几天了|几周了|几个月了|有多长|持续多少天"),
@@ -26,6 +27,7 @@ ATTRIBUTE_RULES = {
     "性质": re.compile(r"绞痛|隐痛|胀痛|钝痛|刺痛|烧灼样|(什么样|哪种|怎么样|怎样)的(疼|痛)|疼痛的性质"),
     "诱因": re.compile(r"诱因|(吃|喝|进食).{0,8}(后|以后).{0,4}(疼|痛|加重|难受|不舒服)|饮食(规律|习惯)|熬夜|受凉|喝酒|吸烟|压力大"),
 }
+SMOOTHING = SmoothingFunction().method7
 BLEU_WEIGHTS = {"bleu-1": (1, 0, 0, 0), "bleu-2": (0, 1, 0, 0), "bleu-4": (0, 0, 0, 1), "bleu-avg": (0.25, 0.25, 0.25, 0.25)}
 
 
@@ -80,7 +82,7 @@ def score_meddg(gold: dict, pred: dict, entities=()) -> dict:
         ref_toks, hyp_toks = list(ref), list(hyp)
         for name, w in BLEU_WEIGHTS.items():
             if len(hyp_toks) > 4 and ref_toks:
-                bleu[name] += sentence_bleu([ref_toks], hyp_toks, w, "method7")
+                bleu[name] += sentence_bleu([ref_toks], hyp_toks, w, smoothing_function=SMOOTHING)
     n = len(gold) or 1
     p, r, f = prf(n_right, n_pred, n_true)
     return {

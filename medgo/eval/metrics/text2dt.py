@@ -200,29 +200,35 @@ def _f1(c: float, p: float, g: float) -> float:
     return 2 * (c / p) * (c / g) / (c / p + c / g)
 
 
-def score_trees(gold: dict, pred: dict, variant: str = "chip2022") -> dict:
-    """Aggregate tree metrics over ``gold`` (``{key: tree}``); a missing prediction is an empty tree."""
-    keys = ("tree", "tree_correct", "triple_correct", "triple_pred", "triple_gold", "path_correct", "path_pred",
-            "path_gold", "node_correct", "node_pred", "node_gold")
-    acc = {k: EPS for k in keys}
-    edit = max_edit = 0
-    n_oos = 0
-    for key, gtree in gold.items():
-        g, _ = normalise_tree(gtree)
-        p, bad = normalise_tree(pred.get(key, []))
-        n_oos += bad
-        c = eval_tree(p, g, variant)
-        for k in keys:
-            acc[k] += c[k]
-        edit += c["edit"]
-        max_edit += (c["triple_pred"] + c["node_pred"] * 2) + (c["triple_gold"] + c["node_gold"] * 2)
-    out = {
+COUNT_KEYS = ("tree", "tree_correct", "triple_correct", "triple_pred", "triple_gold", "path_correct", "path_pred",
+              "path_gold", "node_correct", "node_pred", "node_gold")  # fmt: skip
+
+
+def aggregate(counts: list[dict]) -> dict:
+    """Tree metrics (0–100) from per-tree :func:`eval_tree` counts, summed from 1e-6 as the reference does."""
+    acc = {k: EPS + sum(c[k] for c in counts) for k in COUNT_KEYS}
+    edit = sum(c["edit"] for c in counts)
+    max_edit = sum((c["triple_pred"] + c["node_pred"] * 2) + (c["triple_gold"] + c["node_gold"] * 2) for c in counts)
+    return {
         "tree_accuracy": pct(acc["tree_correct"] / acc["tree"]),
         "triple_f1": pct(_f1(acc["triple_correct"], acc["triple_pred"], acc["triple_gold"])),
         "node_f1": pct(_f1(acc["node_correct"], acc["node_pred"], acc["node_gold"])),
         "path_f1": pct(_f1(acc["path_correct"], acc["path_pred"], acc["path_gold"])),
         "edit_ratio": pct(1 - edit / max_edit) if max_edit else 0.0,
         "edit_distance_mean": round(edit / acc["tree"], 4),
+    }
+
+
+def score_trees(gold: dict, pred: dict, variant: str = "chip2022") -> dict:
+    """Aggregate tree metrics over ``gold`` (``{key: tree}``); a missing prediction is an empty tree."""
+    counts, n_oos = [], 0
+    for key, gtree in gold.items():
+        g, _ = normalise_tree(gtree)
+        p, bad = normalise_tree(pred.get(key, []))
+        n_oos += bad
+        counts.append(eval_tree(p, g, variant))
+    out = {
+        **aggregate(counts),
         "n_gold": len(gold), "n_pred": sum(1 for k in gold if k in pred),
         "n_missing": sum(1 for k in gold if k not in pred), "out_of_label_set": n_oos,
     }
