@@ -26,19 +26,22 @@ STAMP := $(VENV)/.installed-$(notdir $(basename $(LOCK)))$(if $(EXTRAS),-$(subst
 
 $(PY):
 	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; v == "$(LOCK_PYTHON)" or sys.exit(f"$(LOCK) is locked for Python $(LOCK_PYTHON) and $(PYTHON) is {v}: use PYTHON=python$(LOCK_PYTHON), or make lock LOCK_PYTHON={v}")'
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet pip==$(PIP_VERSION)
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet pip==$(PIP_VERSION)
 
+# pip's output goes to $(VENV)/install.log; on failure its end is shown.
 $(STAMP): pyproject.toml $(LOCK) | $(PY)
-	$(PY) -m pip install $(PIP_ARGS) -c $(LOCK) -e ".$(if $(EXTRAS),[$(EXTRAS)])"
-	$(PY) -m pip check
-	touch $@
+	@echo "installing from $(LOCK) into $(VENV)$(if $(EXTRAS), with [$(EXTRAS)]) (log: $(VENV)/install.log)"
+	@$(PY) -m pip install $(PIP_ARGS) -c $(LOCK) -e ".$(if $(EXTRAS),[$(EXTRAS)])" > $(VENV)/install.log 2>&1 \
+		|| { tail -n 40 $(VENV)/install.log; exit 1; }
+	@$(PY) -m pip check >> $(VENV)/install.log || { tail -n 5 $(VENV)/install.log; exit 1; }
+	@touch $@
 
 install: $(STAMP)
 
 # CUDA torch and its nvidia-* wheels from PyPI, then FlashAttention-2 built against them.
 install-gpu:
-	$(MAKE) install LOCK=locks/gpu.txt
+	@$(MAKE) -s --no-print-directory install LOCK=locks/gpu.txt
 	$(PY) -m pip install $(PIP_ARGS) -c locks/gpu.txt --no-build-isolation flash-attn==$(FLASH_ATTN_VERSION)
 
 # Re-resolve both locks after a change to pyproject.toml's dependencies (or to upgrade: delete
@@ -51,15 +54,15 @@ lock: | $(PY)
 		--custom-compile-command "make lock" -c locks/torch-gpu.in -o locks/gpu.txt
 
 quickstart:
-	$(MAKE) install
-	$(PY) -m medgo.quickstart
+	@$(MAKE) -s --no-print-directory install
+	@$(PY) -m medgo.quickstart
 
 test:
-	$(MAKE) install EXTRAS=test
+	@$(MAKE) -s --no-print-directory install EXTRAS=test
 	$(PY) -m pytest -q
 
 bench:
-	$(MAKE) install EXTRAS=test
+	@$(MAKE) -s --no-print-directory install EXTRAS=test
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean:

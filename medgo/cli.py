@@ -12,8 +12,11 @@ import argparse
 import importlib
 import os
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from medgo import console
 from medgo.config import ConfigError, load_config
 
 
@@ -32,17 +35,19 @@ class Command:
     """Folder under ``jobs/configs/`` holding this command's YAML files."""
     flags: dict[str, str] = field(default_factory=dict)
     """Extra ``--flag VALUE`` options, each an alias of a config key (``--output`` -> ``output_dir``)."""
+    quiet: bool = False
+    """A long stage: the terminal shows its progress bar and summary, the log file the rest (``--verbose``: all)."""
 
 
 COMMANDS: dict[str, Command] = {
-    "generate": Command("medgo.model.generate:GenerateConfig", "medgo.model.generate:run", "reply to one chat prompt", configs="generate"),
-    "corpus build": Command("medgo.corpus.config:CorpusConfig", "medgo.corpus.build:run", "clean, deduplicate, de-identify, decontaminate and pack a corpus", configs="corpus", flags={"--output": "output_dir"}),
-    "eval run": Command("medgo.eval.config:EvalConfig", "medgo.eval.run:run", "generate, parse and score CBLUE/ClinicalQA for one or more models; write the report", configs="eval", flags={"--output": "output_dir"}),
-    "eval predict": Command("medgo.eval.config:EvalConfig", "medgo.eval.predict:run", "answer the CBLUE test sets (--split test) and write the leaderboard submission files and zip (--format promptcblue: PromptCBLUE predictions)", configs="eval", flags={"--output": "output_dir", "--split": "cblue.split", "--format": "cblue.metric_set"}),
+    "generate": Command("medgo.model.generate:GenerateConfig", "medgo.model.generate:run", "reply to one chat prompt", configs="generate", quiet=True),
+    "corpus build": Command("medgo.corpus.config:CorpusConfig", "medgo.corpus.build:run", "clean, deduplicate, de-identify, decontaminate and pack a corpus", configs="corpus", flags={"--output": "output_dir"}, quiet=True),
+    "eval run": Command("medgo.eval.config:EvalConfig", "medgo.eval.run:run", "generate, parse and score CBLUE/ClinicalQA for one or more models; write the report", configs="eval", flags={"--output": "output_dir"}, quiet=True),
+    "eval predict": Command("medgo.eval.config:EvalConfig", "medgo.eval.predict:run", "answer the CBLUE test sets (--split test) and write the leaderboard submission files and zip (--format promptcblue: PromptCBLUE predictions)", configs="eval", flags={"--output": "output_dir", "--split": "cblue.split", "--format": "cblue.metric_set"}, quiet=True),
     "plan": Command("medgo.plan:PlanConfig", "medgo.plan:run", "ZeRO-3 memory per GPU, FLOPs and wall-clock time of a pre-training run", configs="plan", flags={"--output": "output_dir"}),
-    "pretrain": Command("medgo.train.pretrain:PretrainConfig", "medgo.train.pretrain:run", "continued pre-training on Ray Train + DeepSpeed ZeRO-3", configs="pretrain", flags={"--output": "output_dir", "--corpus": "data.corpus"}),
-    "sft": Command("medgo.train.sft:SFTConfig", "medgo.train.sft:run", "supervised fine-tuning with LoRA (TRL SFTTrainer) on Ray Train + DeepSpeed ZeRO-3", configs="sft", flags={"--output": "output_dir", "--base": "model.base_model"}),
-    "dpo": Command("medgo.train.dpo:DPOConfig", "medgo.train.dpo:run", "DPO from doctors' feedback (TRL DPOTrainer + LoRA) on Ray Train + DeepSpeed ZeRO-3", configs="dpo", flags={"--output": "output_dir", "--base": "model.base_model", "--adapter": "model.adapter", "--feedback": "data.feedback"}),
+    "pretrain": Command("medgo.train.pretrain:PretrainConfig", "medgo.train.pretrain:run", "continued pre-training on Ray Train + DeepSpeed ZeRO-3", configs="pretrain", flags={"--output": "output_dir", "--corpus": "data.corpus"}, quiet=True),
+    "sft": Command("medgo.train.sft:SFTConfig", "medgo.train.sft:run", "supervised fine-tuning with LoRA (TRL SFTTrainer) on Ray Train + DeepSpeed ZeRO-3", configs="sft", flags={"--output": "output_dir", "--base": "model.base_model"}, quiet=True),
+    "dpo": Command("medgo.train.dpo:DPOConfig", "medgo.train.dpo:run", "DPO from doctors' feedback (TRL DPOTrainer + LoRA) on Ray Train + DeepSpeed ZeRO-3", configs="dpo", flags={"--output": "output_dir", "--base": "model.base_model", "--adapter": "model.adapter", "--feedback": "data.feedback"}, quiet=True),
     "eval score": Command(None, "medgo.eval.score_cli:main", "score existing predictions: --task TASK --gold FILE --pred FILE, or --format promptcblue"),
     "serve": Command(None, "medgo.serve.cli:main", "serve on Ray Serve with an OpenAI-compatible API (serve_configs/local.yaml); 'serve export' writes feedback JSONL"),
 }
@@ -75,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.lr=1e-4")
         for flag, key in cmd.flags.items():
             p.add_argument(flag, dest=f"flag_{key}", metavar=key.upper().replace(".", "_"), help=f"same as --set {key}=...")
+        if cmd.quiet:
+            p.add_argument("--verbose", action="store_true", help="show every log line and library warning instead of a progress bar and the log file")
         p.set_defaults(command_name=name)
     return parser
 
@@ -85,6 +92,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from medgo.model.loading import ModelLoadError
 
     return ConfigError, ModelLoadError, ShardMismatchError, FileNotFoundError
+
+
+def stage_console(name: str, cfg) -> console.Console | nullcontext:
+    """The running console (``medgo.quickstart``'s), or one logging to ``<output_dir>/logs/`` (a corpus:
+    beside it, as the corpus directory must hold only the corpus)."""
+    if console.active() is not None:
+        return nullcontext(console.active())
+    if console.verbose():
+        return console.Console(None)
+    folder = Path(cfg.output_dir).parent if name == "corpus build" else Path(cfg.output_dir)
+    return console.Console(console.log_path_for(folder, name))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +118,13 @@ def main(argv: list[str] | None = None) -> int:
             if value is not None:
                 overrides.append(f"{key}={value}")
         cfg = load_config(_resolve(cmd.config), args.config, overrides)
-        _resolve(cmd.run)(cfg)
+        if not cmd.quiet:
+            _resolve(cmd.run)(cfg)
+            return 0
+        if args.verbose:
+            os.environ[console.VERBOSE_ENV] = "1"
+        with stage_console(args.command_name, cfg) as con, con.stage(args.command_name):
+            _resolve(cmd.run)(cfg)
         return 0
     except _user_errors() as exc:
         if os.environ.get("MEDGO_DEBUG"):

@@ -1,17 +1,22 @@
 """The whole pipeline on the embedded default, one stage after another (``make quickstart``).
 
-    python -m medgo.quickstart [--runs DIR]
+    python -m medgo.quickstart [--runs DIR] [--verbose]
 
 Each step is an ordinary ``medgo`` command with the tiny configs shipped in ``jobs/configs``;
-the run directory of each stage feeds the next.
+the run directory of each stage feeds the next.  The terminal shows one progress bar per stage
+and its summary line; everything else goes to the log file named first
+(``<runs>/logs/quickstart-<time>.log``).  ``--verbose`` shows everything instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
+from medgo import console
 from medgo.cli import main as medgo
 
 
@@ -33,15 +38,20 @@ def steps(runs: str) -> list[list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medgo.quickstart", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", default="runs/quickstart", help="parent directory of every stage's run directory")
+    parser.add_argument("--verbose", action="store_true", help="show every log line and library warning")
     args = parser.parse_args(argv)
-    for argv_ in steps(args.runs):
-        print(f"\n==> medgo {' '.join(argv_)}", flush=True)
-        start = time.perf_counter()
-        rc = medgo(argv_)
-        if rc:
-            print(f"quickstart: step failed with exit code {rc}", file=sys.stderr)
-            return rc
-        print(f"    done in {time.perf_counter() - start:.1f} s", flush=True)
+    if args.verbose:
+        os.environ[console.VERBOSE_ENV] = "1"
+    log = None if console.verbose() else console.log_path_for(Path(args.runs), "quickstart")
+    start = time.perf_counter()
+    with console.Console(log) as con:
+        for argv_ in steps(args.runs):
+            print(f"\n==> medgo {' '.join(argv_)}", flush=True)  # the log, or the terminal with --verbose
+            rc = medgo(argv_)
+            if rc:
+                con.say(f"quickstart: 'medgo {' '.join(argv_[:2])}' failed with exit code {rc}" + (f"; see {log}" if log else ""))
+                return rc
+        con.say(f"quickstart: done in {time.perf_counter() - start:.0f} s; run directories under {args.runs}/")
     return 0
 
 

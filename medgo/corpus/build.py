@@ -33,6 +33,7 @@ import ray
 from ray.data.aggregate import CountDistinct
 from tqdm import tqdm
 
+from medgo import console
 from medgo.config import ConfigError, save_config
 from medgo.corpus import steps
 from medgo.corpus.config import CorpusConfig, resolve_path
@@ -117,12 +118,16 @@ def data_context(cfg: CorpusConfig):
         ctx.shuffle_strategy, ctx.target_max_block_size = saved
 
 
+BUILD_STEPS = 6  # the timed steps of run(), for the progress bar
+
+
 @contextmanager
 def timed(plan: Plan, name: str):
     start = time.perf_counter()
     yield
     plan.timings[name] = round(time.perf_counter() - start, 3)
     print(f"medgo corpus: {name} done in {plan.timings[name]:.1f}s", flush=True)
+    console.progress(len(plan.timings), BUILD_STEPS)
 
 
 def _collect(ds: ray.data.Dataset) -> pa.Table | None:
@@ -343,5 +348,5 @@ def run(cfg: CorpusConfig) -> dict:
     save_config(cfg, plan.staging / "config.yaml")
     write_report(plan.staging, manifest, plan.timings)
     finalize(plan)
-    print(f"medgo corpus: wrote {plan.out} ({manifest['splits']['train']['tokens']} train / {manifest['splits']['validation']['tokens']} validation tokens)")
+    console.summary(f"medgo corpus: wrote {plan.out} ({manifest['splits']['train']['tokens']} train / {manifest['splits']['validation']['tokens']} validation tokens)")
     return manifest

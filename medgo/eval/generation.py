@@ -163,8 +163,11 @@ def make_request(uid: str, prompt: str, max_new_tokens: int = 0, continuation: s
     return {"uid": uid, "kind": kind, "prompt": prompt, "continuation": continuation, "max_new_tokens": int(max_new_tokens)}
 
 
-def run_requests(model: ModelConfig, requests: list[dict], gen: GenerationConfig, ray_cfg: RayConfig, desc: str = "generate") -> dict[str, dict]:
-    """Answer every request on a pool of ``ray_cfg.num_workers`` replicas; returns ``uid -> row``."""
+def run_requests(model: ModelConfig, requests: list[dict], gen: GenerationConfig, ray_cfg: RayConfig, desc: str = "generate", on_answer=None) -> dict[str, dict]:
+    """Answer every request on a pool of ``ray_cfg.num_workers`` replicas; returns ``uid -> row``.
+
+    ``on_answer()``, when given, is called after each answer (progress bars).
+    """
     import ray
 
     if not requests:
@@ -183,6 +186,8 @@ def run_requests(model: ModelConfig, requests: list[dict], gen: GenerationConfig
     results = {}
     for row in tqdm(ds.iter_rows(), total=len(rows), desc=desc, unit="req"):
         results[row["uid"]] = {"text": row["text"], "n_tokens": int(row["n_tokens"]), "loglik": float(row["loglik"])}
+        if on_answer is not None:
+            on_answer()
     missing = {r["uid"] for r in rows} - results.keys()
     if missing:
         raise RuntimeError(f"{len(missing)} requests came back without an answer, e.g. {sorted(missing)[:3]}")

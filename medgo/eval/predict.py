@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from medgo import console
 from medgo.config import save_config
 from medgo.eval import retrieval
 from medgo.eval.cblue import READERS, GenerationTask, IRTask, PromptCBLUETask, add_cdn_choices, collect, gold_file, promptcblue_task
@@ -102,7 +103,9 @@ def run(cfg: EvalConfig) -> dict:
     save_config(cfg, run_dir / "config.yaml")
     init_ray(cfg.ray.address)
     requests = [r for t in tasks.values() for r in t.requests(render)]
-    answers = run_requests(model.model, requests, cfg.generation, cfg.ray, desc=f"predict {model.name}")
+    answered = iter(range(1, len(requests) + 1))
+    answers = run_requests(model.model, requests, cfg.generation, cfg.ray, desc=f"predict {model.name}",
+                           on_answer=lambda: console.progress(next(answered), len(requests)))
     sub_dir, out_dir = run_dir / "submission", run_dir / "predictions" / model.name
     if cfg.cblue.metric_set == "promptcblue":
         results = {"PromptCBLUE": _promptcblue_finish(tasks["PromptCBLUE"], answers, sub_dir)}
@@ -112,5 +115,5 @@ def run(cfg: EvalConfig) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
     for name, r in results.items():
         print(f"{name:<14} {r['file']:<28} {r['prompts']} prompts, {r.get('unparsed', 0)} unparsed, {r.get('filled_in', 0)} filled in")
-    print(f"submission written to {sub_dir}")
+    console.summary(f"submission written to {sub_dir}")
     return summary

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from medgo import console
 from medgo.config import save_config
 from medgo.eval import clinicalqa as cqa
 from medgo.eval.cblue import assemble, cblue_tasks
@@ -124,19 +125,36 @@ def run(cfg: EvalConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     init_ray(cfg.ray.address)
-    per_model = {m.name: evaluate_model(m, cfg, tasks, qa, renderers[m.name], run_dir / "predictions" / m.name) for m in cfg.models}
+    count = Counter(len(cfg.models))
+    per_model = {m.name: evaluate_model(m, cfg, tasks, qa, renderers[m.name], run_dir / "predictions" / m.name, count) for m in cfg.models}
     results = assemble(cfg, per_model, skipped)
     paths = write_report(run_dir, results, cfg.chart)
     print(paths["report"].read_text(encoding="utf-8"))
-    print(f"report written to {run_dir}")
+    console.summary(f"eval '{cfg.run_name}': CBLUE mean " + ", ".join(f"{m} {v}" for m, v in results["average"].items()) + f"; report {paths['report']}")
     return results
 
 
-def evaluate_model(model: EvalModel, cfg: EvalConfig, tasks: dict, qa: ClinicalQATask | None, render: Renderer, out_dir: Path) -> dict:
+class Counter:
+    """Answers so far, out of every model's requests, shown on the stage's progress bar."""
+
+    def __init__(self, models: int):
+        self.models, self.done, self.total = models, 0, 0
+
+    def expect(self, requests: int) -> None:
+        self.total = self.total or requests * self.models  # every model answers the same requests
+
+    def __call__(self) -> None:
+        self.done += 1
+        console.progress(self.done, self.total)
+
+
+def evaluate_model(model: EvalModel, cfg: EvalConfig, tasks: dict, qa: ClinicalQATask | None, render: Renderer, out_dir: Path, on_answer=None) -> dict:
     """All requests of all tasks through one replica pool, then each task parses and scores its answers."""
     units = [*tasks.values(), *([qa] if qa else [])]
     requests = [r for unit in units for r in unit.requests(render)]
-    answers = run_requests(model.model, requests, cfg.generation, cfg.ray, desc=f"eval {model.name}")
+    if on_answer is not None:
+        on_answer.expect(len(requests))
+    answers = run_requests(model.model, requests, cfg.generation, cfg.ray, desc=f"eval {model.name}", on_answer=on_answer)
     return {
         "cblue": {name: task.finish(answers, out_dir) for name, task in tasks.items()},
         "clinicalqa": qa.finish(answers, out_dir) if qa else None,

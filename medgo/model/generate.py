@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
+from medgo import console
 from medgo.config import ModelConfig, StageConfig
 from medgo.model.loading import load_model_and_tokenizer
 
@@ -43,5 +44,5 @@ def run(cfg: GenerateConfig) -> str:
     model.eval()
     messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [{"role": "user", "content": cfg.prompt}]
     reply = chat_reply(model, tokenizer, messages, cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.seed)
-    print(f"用户: {cfg.prompt}\n模型: {reply}")
+    console.summary(f"用户: {cfg.prompt}\n模型: {reply}")
     return reply

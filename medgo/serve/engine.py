@@ -239,7 +239,7 @@ class Engine:
         extra = {"adapter_names": [s.request.adapter or BASE_ADAPTER for s in seqs]} if self.uses_adapters else {}
         out = self.model(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device), position_ids=positions.to(self.device),
-            past_key_values=cache, use_cache=True, logits_to_keep=1, **extra,
+            cache=cache, use_cache=True, logits_to_keep=1, **extra,
         )
         self.steps += 1
         self.last_step = time.monotonic()

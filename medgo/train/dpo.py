@@ -39,6 +39,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from medgo import console
 from medgo.config import ConfigError, ModelConfig, Section, save_config
 from medgo.model.loading import resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer
@@ -217,8 +218,8 @@ def run(cfg: DPOConfig) -> DPOResult:
     outcome = result.return_value or {}
     last = finish_run(run_dir, STAGE, cfg.run_name)
     plot_rewards(run_dir / "metrics.jsonl", run_dir / "rewards_curve.png", title=f"dpo {cfg.run_name}")
-    print(f"dpo '{cfg.run_name}': {outcome.get('step')} steps, loss {last.get('loss')}, margin {last.get('rewards/margins')}, "
-          f"accuracy {last.get('rewards/accuracies')}; adapter {run_dir / 'adapter'}", flush=True)  # fmt: skip
+    console.summary(f"dpo '{cfg.run_name}': {outcome.get('step')} steps, loss {last.get('loss')}, margin {last.get('rewards/margins')}, "
+          f"accuracy {last.get('rewards/accuracies')}; adapter {run_dir / 'adapter'}")  # fmt: skip
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
     base_dir = Path(json.loads((run_dir / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"])
     return DPOResult(run_dir, run_dir / "adapter", base_dir, reference_of(base), int(outcome.get("step", 0)), int(outcome.get("start_step", 0)),

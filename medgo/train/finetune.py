@@ -43,6 +43,7 @@ import torch
 from pydantic import Field
 from transformers import TrainerCallback
 
+from medgo import console
 from medgo.config import ConfigError, ModelConfig, RayConfig, Section, StageConfig
 from medgo.train.checkpoint import CHECKPOINT_PREFIX, checkpoint_to_restore, mark_complete
 from medgo.train.deepspeed_config import zero_section
@@ -288,6 +289,7 @@ def fit_finetune(train_fn: Callable[[dict], object], loop_config: dict, ray_cfg:
     """
     from medgo.train.launcher import fit
 
+    console.follow(Path(loop_config["run_dir"]) / console.PROGRESS_FILE)
     return fit(
         train_fn,
         {**loop_config, "run_storage": f"{storage}/{run_name}"},  # where each rank marks its checkpoints complete
@@ -397,6 +399,7 @@ def start_worker(config: dict, config_cls: type[FinetuneConfig], stage: str) -> 
     from medgo.model.loading import resolve_dtype, resolve_tokenizer_path
     from medgo.model.tokenizer import load_tokenizer
 
+    console.quiet_library_warnings()
     cfg, base = config_cls.model_validate(config["cfg"]), ModelConfig.model_validate(config["base"])
     run_dir, run_storage = Path(config["run_dir"]), config["run_storage"]
     use_gpu = torch.cuda.is_available()
@@ -458,6 +461,10 @@ class MetricsLog(TrainerCallback):
             return
         row = {("lr" if k == "learning_rate" else k): float(v) for k, v in logs.items() if _is_number(v)}
         self.sink.log(state.global_step, row)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            console.write_progress(Path(self.where[0]) / console.PROGRESS_FILE, state.global_step, state.max_steps)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.sink is not None:

@@ -35,6 +35,7 @@ import ray.train
 import torch
 from pydantic import Field
 
+from medgo import console
 from medgo.config import ConfigError, ModelConfig, RayConfig, Section, StageConfig, save_config
 from medgo.model.loading import model_config_for, resolve_dtype, resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer, tokenizer_fingerprint
@@ -175,6 +176,7 @@ def run(cfg: PretrainConfig) -> PretrainResult:
     print(f"pretrain '{cfg.run_name}': {plan.total_steps} steps ({plan.steps_per_epoch} per epoch) on {cfg.ray.num_workers} workers"
           + (f", resuming at step {plan.resume_step}" if plan.resume_step else ""), flush=True)
     init_ray(cfg.ray.address)
+    console.follow(Path(plan.run_dir) / console.PROGRESS_FILE)
     train = open_shards(cfg.data.corpus, "train", expected_fingerprint=plan.tokenizer_fingerprint)
     held_out = validation_blocks(cfg.data.corpus, cfg.metrics.eval_blocks)
     result = fit(
@@ -198,8 +200,8 @@ def finish(cfg: PretrainConfig, plan: RunPlan, result) -> PretrainResult:
     outcome = result.return_value or {}
     model_dir = run_dir / "model" if outcome.get("exported") else None
     last = rows[-1] if rows else {}
-    print(f"pretrain '{cfg.run_name}': stopped at step {outcome.get('step')}; loss {last.get('loss')}; "
-          f"model {model_dir or '(not exported)'}; run dir {run_dir}", flush=True)
+    console.summary(f"pretrain '{cfg.run_name}': stopped at step {outcome.get('step')}; loss {last.get('loss')}; "
+          f"model {model_dir or '(not exported)'}; run dir {run_dir}")
     return PretrainResult(run_dir, model_dir, int(outcome.get("step", 0)), last, plan.resume_step, outcome.get("start_step", 0), outcome.get("nodes", []))
 
 
@@ -209,6 +211,8 @@ def finish(cfg: PretrainConfig, plan: RunPlan, result) -> PretrainResult:
 def train_loop(config: dict) -> dict:
     """Runs on every Ray Train worker."""
     from ray.train.torch import get_device
+
+    console.quiet_library_warnings()
 
     cfg, plan = PretrainConfig.model_validate(config["cfg"]), RunPlan(**config["plan"])
     ctx = ray.train.get_context()
@@ -323,6 +327,8 @@ class Loop:
         if self.val and (step % m.eval_every == 0 or last):
             metrics["eval_loss"] = self.evaluate()
         metrics.update(tokens_seen=self.state.tokens_seen, epoch=self.state.epoch)
+        if self.rank == 0:
+            console.write_progress(Path(self.plan.run_dir) / console.PROGRESS_FILE, step, self.plan.total_steps)
         if self.sink and (step % m.log_every == 0 or last or "eval_loss" in metrics):
             self.sink.log(step, metrics)
         if step % c.every_steps == 0 or last:

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import Field, model_validator
 
+from medgo import console
 from medgo.config import ConfigError, Section, save_config
 from medgo.model.loading import model_config_for, resolve_dtype, resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer
@@ -222,7 +223,7 @@ def run(cfg: SFTConfig) -> SFTResult:
     outcome = result.return_value or {}
     last = finish_run(run_dir, STAGE, cfg.run_name)
     merged = merge_adapter(base.base_model, run_dir / "adapter", run_dir / "merged", resolve_dtype(cfg.model.dtype)) if cfg.export_merged else None
-    print(f"sft '{cfg.run_name}': {outcome.get('step')} steps, loss {last.get('loss')}; adapter {run_dir / 'adapter'}", flush=True)
+    console.summary(f"sft '{cfg.run_name}': {outcome.get('step')} steps, loss {last.get('loss')}; adapter {run_dir / 'adapter'}")
     return SFTResult(run_dir, run_dir / "adapter", merged, Path(base.base_model), int(outcome.get("step", 0)), int(outcome.get("start_step", 0)), data, last)
 
 

@@ -334,3 +334,16 @@ def test_sampler_frequencies_match_hand_computed_distribution(temperature, top_p
     seqs = [Sequence(GenerationRequest([0], temperature=temperature, top_p=top_p), print, torch.Generator().manual_seed(i)) for i in range(n)]
     counts = torch.bincount(torch.tensor(sample(logits, seqs)), minlength=4).float() / n
     assert torch.allclose(counts, torch.tensor(expected), atol=0.03), counts
+
+
+def test_our_forward_calls_raise_no_deprecation_warning(model, tokenizer, prompt_ids):
+    import warnings
+
+    engine = Engine(model, tokenizer)
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            asyncio.run(collect(engine, greedy(prompt_ids[0], max_tokens=3)))
+    finally:
+        engine.close()
+    assert not [str(w.message) for w in seen if issubclass(w.category, (FutureWarning, DeprecationWarning))]
