@@ -81,3 +81,22 @@ def test_predict_writes_a_complete_submission_for_all_18_tasks(ray_session, tmp_
     for t in CBLUE_TASKS:
         tt = submission_task(CFG, t)
         assert check_submission(t, tt.raw_path, run_dir / "submission" / TASKS[t].submission_file, tt.dialogues_path) == []
+
+
+@pytest.mark.slow
+def test_predict_in_promptcblue_format_writes_one_reply_per_prompt_that_the_scorer_accepts(ray_session, tmp_path):
+    from medgo.eval.metrics import score_promptcblue
+    from medgo.eval.predict import PROMPTCBLUE_FILE
+
+    code = main(["eval", "predict", "--config", "jobs/configs/eval/promptcblue.yaml", "--split", "test", "--format", "promptcblue",
+                 "--output", str(tmp_path), "--set", "generation.max_new_tokens=4"])
+    assert code == 0
+    out = tmp_path / "eval" / "promptcblue" / "submission" / PROMPTCBLUE_FILE
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    gold = tmp_path / "gold.jsonl"
+    gold_rows = [r for r in (json.loads(line) for line in open("medgo/assets/promptcblue/dev.json", encoding="utf-8")) if r["sample_id"] in {x["sample_id"] for x in rows}]
+    gold.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in gold_rows), encoding="utf-8")
+    assert [r["sample_id"] for r in rows] == [r["sample_id"] for r in gold_rows] and all(isinstance(r["target"], str) for r in rows)
+    assert {r["task_dataset"] for r in rows} == {r["task_dataset"] for r in gold_rows}
+    result = score_promptcblue(str(gold), str(out))  # official mode: a malformed or incomplete file would be rejected
+    assert result["mode"] == "official" and 0 <= result["score"] <= 100
