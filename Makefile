@@ -27,7 +27,7 @@ STAMP := $(VENV)/.installed-$(notdir $(basename $(LOCK)))$(if $(EXTRAS),-$(subst
 $(PY):
 	@$(PYTHON) -c 'import sys; v = "%d.%d" % sys.version_info[:2]; v == "$(LOCK_PYTHON)" or sys.exit(f"$(LOCK) is locked for Python $(LOCK_PYTHON) and $(PYTHON) is {v}: use PYTHON=python$(LOCK_PYTHON), or make lock LOCK_PYTHON={v}")'
 	@$(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install --quiet pip==$(PIP_VERSION)
+	@$(PY) -m pip install --quiet pip==$(PIP_VERSION) > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 
 # pip's output goes to $(VENV)/install.log; on failure its end is shown.
 $(STAMP): pyproject.toml $(LOCK) | $(PY)
