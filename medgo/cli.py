@@ -123,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.verbose:
             os.environ[console.VERBOSE_ENV] = "1"
+        run = _resolve(cmd.run)  # imported before the stage starts: its libraries' warning filters come first
         with stage_console(args.command_name, cfg) as con, con.stage(args.command_name):
-            _resolve(cmd.run)(cfg)
+            run(cfg)
         return 0
     except _user_errors() as exc:
         if os.environ.get("MEDGO_DEBUG"):

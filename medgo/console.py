@@ -161,6 +161,7 @@ class Console:
         if not self.captured:  # verbose: the stage's own output is the progress
             yield self
             return
+        quiet_library_warnings()  # again: a library imported since may have put its own filter first
         self.followed = None
         live = self.term.isatty()  # a file or pipe gets the finished bar only, not every redraw
         self.bar = tqdm(total=1, desc=f"{name:<12}", file=self.term if live else _Discard(), leave=live, bar_format=BAR_FORMAT, mininterval=POLL_S)

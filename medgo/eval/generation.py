@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from medgo import console
 from medgo.config import ModelConfig, RayConfig
 from medgo.eval.config import GenerationConfig
 
@@ -137,6 +138,7 @@ class ModelReplica:
     """A Ray Data actor holding one copy of the model; answers batches of mixed requests."""
 
     def __init__(self, model_cfg: dict, sampling: dict):
+        console.quiet_library_warnings()
         self.model, self.tokenizer = load_replica(ModelConfig(**model_cfg))
         self.model.eval()
         self.sampling = sampling

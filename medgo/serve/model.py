@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 
+from medgo import console
 from medgo.config import ModelConfig
 from medgo.model.loading import ModelLoadError, is_tiny, load_model_and_tokenizer, model_config_for, resolve_attn_implementation, resolve_dtype, resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer, tokenizer_fingerprint
@@ -49,6 +50,7 @@ class ModelRunner:
     """One model replica: the base model, its adapters and a continuous-batching :class:`Engine`."""
 
     def __init__(self, settings: dict | ServeSettings):
+        console.quiet_library_warnings()
         s = settings if isinstance(settings, ServeSettings) else ServeSettings.model_validate(settings)
         self.settings = s
         device = "cuda" if s.device == "cuda" or (s.device == "auto" and torch.cuda.is_available()) else "cpu"
