@@ -13,7 +13,9 @@ malformed lines.  Measured in the same run:
 * end to end: ``medgo corpus build`` on the same files with every step on (read, clean,
   boilerplate, MinHash dedup, PHI, decontamination, tokenize, sort, pack, write);
 * peak memory of this process and every Ray process it started (sum of PSS, sampled every
-  0.25 s), at 1x and 4x the corpus size, total and above the idle Ray baseline.
+  0.25 s), at 1x and 4x the corpus size, total and above the idle Ray baseline;
+* the PDF reader (pdfminer.six layout analysis plus header/footer removal, one process): pages
+  and characters per second over the embedded sample PDFs, read repeatedly for ``--pdf-seconds``.
 
 Prints the ratios and writes ``benchmarks/results/corpus.json``, including the time the
 measured rates project for 14B tokens on 8 nodes x 96 cores (parallel steps scaled linearly by
@@ -135,6 +137,22 @@ def raw_tokenize(files: list[Path], backend) -> tuple[int, float, float]:
     return tokens, time.perf_counter() - start, time.process_time() - cpu
 
 
+def pdf_reader_rate(min_seconds: float) -> dict:
+    """Pages and characters per second of the PDF reader over the sample PDFs (one process)."""
+    from medgo.corpus.pdf import page_count, pdf_text
+    from medgo.corpus.samples import FORMATS_DIR
+
+    files = [(str(p), page_count(str(p))) for p in sorted((FORMATS_DIR / "pdf").glob("*.pdf"))]
+    pages = chars = 0
+    start, cpu = time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < min_seconds:
+        for path, n in files:
+            chars += len(pdf_text(path, 0, n))
+            pages += n
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"files": len(files), "pages": pages, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "pages_per_s": round(pages / seconds, 1), "pages_per_cpu_s": round(pages / max(cpu, 1e-9), 1), "chars_per_s": round(chars / seconds)}
+
+
 def build(data: Path, out: Path) -> tuple[dict, float, int, dict, float]:
     from medgo.corpus.build import run
 
@@ -154,6 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=float, default=50, help="size of the 1x corpus in MB")
     parser.add_argument("--scale", type=int, default=4, help="the larger corpus is this many times the 1x size")
+    parser.add_argument("--pdf-seconds", type=float, default=5, help="how long to read the sample PDFs for the PDF reader's rate")
     args = parser.parse_args()
 
     import ray
@@ -169,6 +188,7 @@ def main() -> None:
         sizes = {d.name: round(sum(f.stat().st_size for f in d.iterdir()) / 1e6, 1) for d in (small, large)}
         backend = backend_from_json(load_tokenizer().backend_tokenizer.to_str())
         raw_before = raw_tokenize(sorted(small.iterdir()), backend)
+        pdf_rate = pdf_reader_rate(args.pdf_seconds)
         gc.collect()
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         time.sleep(2)
@@ -210,6 +230,7 @@ def main() -> None:
             "ratio_above_idle": round((peak4 - idle) / max(peak1 - idle, 1), 3),
             "target": 1.3,
         },
+        "pdf_reader": pdf_rate,
         "x_large_seconds": round(s4, 2),
         "x_large_steps_s": steps4,
         "projection_14B_tokens_8x96_cores": {
@@ -224,6 +245,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     print(f"throughput ratio (end to end / raw tokenize): {result['throughput_ratio']:.3f} wall-clock, {result['cpu_throughput_ratio']:.3f} per CPU-second (target >= 0.5)")
     print(f"peak memory ratio x{args.scale}/x1: total {result['memory']['ratio_total']:.3f}, above idle {result['memory']['ratio_above_idle']:.3f} (target < 1.3)")
+    print(f"PDF reader (pdfminer.six): {pdf_rate['pages_per_s']:.1f} pages/s ({pdf_rate['pages_per_cpu_s']:.1f} per CPU-second), {pdf_rate['chars_per_s']:,} characters/s in one process ({pdf_rate['pages']} pages)")
     print(f"projected 14B tokens on {NODES}x{CORES_PER_NODE} cores: {result['projection_14B_tokens_8x96_cores']['hours']:.1f} h")
 
 

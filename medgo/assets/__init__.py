@@ -1,6 +1,7 @@
 """The embedded default: sample data written for this project, in every format the pipeline reads.
 
-``corpus/``      sample pre-training corpus (JSONL per source category, Markdown and TXT files)
+``corpus/``      sample pre-training corpus (JSONL per source category, Markdown and TXT files;
+                 ``corpus/formats/``: PDF, Word, HTML, CSV/XLSX and GB18030 samples)
 ``sft/``         consultations, guideline QA, diagnosis, task instructions, safety prompts
 ``dpo/``         preference triples; ``feedback/`` doctors' acceptable/unacceptable judgements
 ``cblue/``       CBLUE samples in each task's native files; ``promptcblue/`` PromptCBLUE JSONL
@@ -26,8 +27,9 @@ def asset_path(*parts: str) -> Path:
 
 
 def sample_corpus_files() -> list[Path]:
-    """Every file of the sample corpus, in a stable order."""
-    return sorted(p for p in CORPUS_DIR.rglob("*") if p.suffix in {".jsonl", ".txt", ".md"})
+    """Every UTF-8 file of the sample corpus, in a stable order (``formats/`` holds the samples in
+    other formats and encodings, which only the corpus build reads)."""
+    return sorted(p for p in CORPUS_DIR.rglob("*") if p.suffix in {".jsonl", ".txt", ".md"} and "formats" not in p.relative_to(CORPUS_DIR).parts)
 
 
 def iter_sample_corpus() -> Iterator[str]:

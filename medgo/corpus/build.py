@@ -40,7 +40,7 @@ from medgo.corpus.config import CorpusConfig, resolve_path
 from medgo.corpus.decontam import EvalIndex, build_index, missing_patterns
 from medgo.corpus.dedup import Clusters, candidate_pairs, cluster, lsh_params
 from medgo.corpus.pack import ShardWriter, eos_id, load_hf_tokenizer
-from medgo.corpus.sources import ReadUnit, count_newlines, file_table, group_starts, group_units, list_files, plan_units, read_group_batch, resolve_first_lines, split_doc_id
+from medgo.corpus.sources import ReadUnit, doc_ref, file_table, group_starts, group_units, list_files, needs_probe, plan_units, probe, read_group_batch, resolve_units
 from medgo.model.tokenizer import tokenizer_fingerprint
 from medgo.ray_utils import init_ray
 
@@ -54,7 +54,6 @@ class Plan:
     cfg: CorpusConfig
     files: list
     units: list[ReadUnit]
-    pending: list[ReadUnit]
     tokenizer: str
     tokenizer_json: str
     fingerprint: str
@@ -63,6 +62,8 @@ class Plan:
     out: Path
     staging: Path
     timings: dict = field(default_factory=dict)
+    file_info: dict = field(default_factory=dict)
+    """Per file index, what the probes found (encoding, pages)."""
 
     @property
     def work(self) -> Path:
@@ -100,9 +101,9 @@ def prepare(cfg: CorpusConfig) -> Plan:
             raise ConfigError(f"key 'decontam.eval_files': {exc}") from None
     out = resolve_path(cfg.output_dir).resolve()
     check_output(out)
-    units, pending = plan_units(cfg, files)
+    units = plan_units(cfg, files)
     staging = out.parent / f".{out.name}.building"
-    return Plan(cfg, files, units, pending, tokenizer, tok.backend_tokenizer.to_str(), tokenizer_fingerprint(tok), eos_id(tok), index, out, staging)
+    return Plan(cfg, files, units, tokenizer, tok.backend_tokenizer.to_str(), tokenizer_fingerprint(tok), eos_id(tok), index, out, staging)
 
 
 @contextmanager
@@ -151,13 +152,18 @@ def _map(plan: Plan, name: str, fn, columns: list[str] | None = None, **kwargs) 
     return ds.map_batches(steps.map_files_batch, batch_size=1, batch_format="numpy", fn_kwargs=kwargs)
 
 
+def step_probe(plan: Plan) -> list[ReadUnit]:
+    """Probe tasks (first lines of byte ranges, PDF page counts, encodings), then the final units."""
+    pending = [asdict(u) for u in plan.units if needs_probe(u)]
+    found = ray.data.from_items(pending, override_num_blocks=len(pending)).map(probe).take_all() if pending else []
+    units, plan.file_info = resolve_units(plan.units, found, plan.cfg.read.pdf_pages)
+    return units
+
+
 def step_read_normalise(plan: Plan) -> np.ndarray:
     """Read every group of units, one task each (quarantining malformed records), and normalise
     the text; return the first document of each group."""
-    units = plan.units
-    if plan.pending:
-        counts = ray.data.from_items([asdict(u) for u in plan.pending]).map(count_newlines).take_all()
-        units = resolve_first_lines(units, counts)
+    units = step_probe(plan)
     clean = plan.cfg.clean
     groups = group_units(units, int(plan.cfg.read.group_mb * 2**20))
     items = [{"units": json.dumps([asdict(u) for u in g])} for g in groups]
@@ -301,11 +307,6 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def doc_ref(plan_files: list[dict], doc: int) -> dict:
-    file_index, line = split_doc_id(doc)
-    return {"file": plan_files[file_index]["file"], "line": line}
-
-
 def finalize(plan: Plan) -> None:
     """Move the finished corpus into place (replacing an earlier build) and drop the work files."""
     if not plan.cfg.keep_work:
@@ -338,10 +339,14 @@ def run(cfg: CorpusConfig) -> dict:
         with timed(plan, "pack"):
             writers, summary = step_pack(plan, len(starts))
     stats, quarantined, contaminated = summary.stats(), summary.quarantined, summary.contaminated
-    files = file_table(plan.files, cfg)
-    write_jsonl(plan.staging / "quarantine.jsonl", [{**doc_ref(files, r["doc"]), "source": r["source"], "reason": r["detail"]} for r in quarantined])
-    write_jsonl(plan.staging / "decontaminated.jsonl", [{**doc_ref(files, r["doc"]), "category": r["category"], **json.loads(r["detail"])} for r in contaminated])
-    write_jsonl(plan.staging / "duplicates.jsonl", [{"kept": doc_ref(files, k), "dropped": [doc_ref(files, d) for d in ds]} for k, ds in clusters.clusters])
+    files = file_table(plan.files, cfg, plan.file_info)
+
+    def ref(doc: int) -> dict:
+        return doc_ref(files, doc, cfg.read.pdf_pages)
+
+    write_jsonl(plan.staging / "quarantine.jsonl", [{**ref(r["doc"]), "source": r["source"], "reason": r["detail"]} for r in quarantined])
+    write_jsonl(plan.staging / "decontaminated.jsonl", [{**ref(r["doc"]), "category": r["category"], **json.loads(r["detail"])} for r in contaminated])
+    write_jsonl(plan.staging / "duplicates.jsonl", [{"kept": ref(k), "dropped": [ref(d) for d in ds]} for k, ds in clusters.clusters])
     manifest = build_manifest(plan, stats, clusters, boilerplate, writers, files, len(quarantined), len(contaminated), len(starts))
     (plan.staging / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     (plan.staging / "metrics.json").write_text(json.dumps({"seconds": plan.timings}, indent=2) + "\n", encoding="utf-8")

@@ -8,6 +8,7 @@ relative path resolves against the current working directory.
 
 from __future__ import annotations
 
+import codecs
 import glob
 from pathlib import Path
 from typing import Literal
@@ -19,7 +20,10 @@ from medgo.config import CONFIG_ROOT, RayConfig, Section, StageConfig
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 CONFIG_DIR = CONFIG_ROOT / "corpus"
 PACKAGE_PREFIX = "medgo://"
-FORMATS = ("jsonl", "json", "parquet", "txt", "markdown")
+FORMATS = ("jsonl", "json", "parquet", "txt", "markdown", "pdf", "docx", "html", "csv", "xlsx")
+TEXT_FORMATS = ("txt", "markdown", "csv", "html")
+"""Formats read as text in a configurable ``encoding`` (default ``auto``)."""
+TABLE_FORMATS = ("csv", "xlsx")
 
 
 def resolve_path(path: str) -> Path:
@@ -53,13 +57,53 @@ class SourceConfig(Section):
     """Source name, reported per document (e.g. ``renwei_textbooks``)."""
     path: str = Field(min_length=1)
     """File, directory-free glob (``**`` allowed) or ``medgo://`` package path."""
-    format: Literal["jsonl", "json", "parquet", "txt", "markdown"]
+    format: Literal["jsonl", "json", "parquet", "txt", "markdown", "pdf", "docx", "html", "csv", "xlsx"]
     """``jsonl``: one JSON object per line; ``json``: a file holding a JSON array of objects;
-    ``parquet``: rows of a Parquet file; ``txt``/``markdown``: one document per file."""
+    ``parquet``: rows of a Parquet file; ``txt``/``markdown``/``docx``/``html``: one document per
+    file; ``pdf``: one document per ``read.pdf_pages`` pages; ``csv``/``xlsx``: one document per
+    row, or per value of ``group_by``."""
     category: str = Field(min_length=1)
     """Source category the statistics and the report group by (e.g. ``textbook``)."""
     text_field: str = "text"
     """Field holding the document text (jsonl, json, parquet)."""
+    encoding: str | None = None
+    """txt, markdown, csv, html: ``auto`` (the default) or a codec name (``utf-8``, ``gb18030``...);
+    ``auto`` tries UTF-8 (BOM or not), then GB18030; UTF-16 only when a BOM says so."""
+    text_columns: list[str] | None = None
+    """csv, xlsx (required): the columns whose values make the document text, in this order."""
+    group_by: list[str] | None = None
+    """csv, xlsx: rows sharing the values of these columns make one document (e.g. a visit ID)."""
+    sheet: str | None = None
+    """xlsx: the worksheet to read; default: the first."""
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, value):
+        if value not in (None, "auto"):
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(f"unknown encoding {value!r} (use auto, utf-8, gb18030, ...)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _format_settings(self):
+        if self.encoding is not None and self.format not in TEXT_FORMATS:
+            raise ValueError(f"encoding applies to {', '.join(TEXT_FORMATS)} sources, not {self.format}")
+        tables = self.format in TABLE_FORMATS
+        if tables and not self.text_columns:
+            raise ValueError(f"a {self.format} source needs text_columns (the columns holding the text)")
+        for key in ("text_columns", "group_by", "sheet"):
+            if getattr(self, key) is not None and not (tables and (key != "sheet" or self.format == "xlsx")):
+                raise ValueError(f"{key} does not apply to a {self.format} source")
+        return self
+
+    @property
+    def resolved_encoding(self) -> str | None:
+        """The encoding setting in force: ``auto`` by default for text formats, None for the others."""
+        if self.format in TEXT_FORMATS:
+            return self.encoding or "auto"
+        return None
 
 
 class ReadConfig(Section):
@@ -74,6 +118,8 @@ class ReadConfig(Section):
     """Largest Ray Data block; with ``batch_rows`` it bounds the memory of each worker."""
     batch_rows: int = Field(512, gt=0)
     """Documents per batch in every step: bounds the memory of each worker."""
+    pdf_pages: int = Field(16, gt=0)
+    """PDF pages per read task; each page range is one document."""
 
 
 class CleanConfig(Section):
@@ -165,12 +211,34 @@ SAMPLE_EVAL_FILES = [
 ]
 
 
+FORMAT_SAMPLES = "medgo://assets/corpus/formats"
+
+
+def format_sample_sources() -> list[SourceConfig]:
+    """The embedded samples of the other formats: PDF guidelines, Word protocols, web pages, an
+    outpatient CSV export (GB18030), inpatient progress notes (XLSX, one document per admission)
+    and GB18030 lecture notes."""
+    emr = {"category": "emr", "path": f"{FORMAT_SAMPLES}/emr/outpatient_visits.csv"}
+    return [
+        SourceConfig(name="guideline_pdf", path=f"{FORMAT_SAMPLES}/pdf/*.pdf", format="pdf", category="guideline"),
+        SourceConfig(name="protocol_docx", path=f"{FORMAT_SAMPLES}/docx/*.docx", format="docx", category="protocol"),
+        SourceConfig(name="encyclopedia_html", path=f"{FORMAT_SAMPLES}/html/*.html", format="html", category="encyclopedia"),
+        SourceConfig(name="emr_csv", format="csv", text_columns=["主诉", "现病史", "诊断", "处理意见"], **emr),
+        SourceConfig(
+            name="emr_xlsx", path=f"{FORMAT_SAMPLES}/emr/progress_notes.xlsx", format="xlsx", category="emr", text_columns=["记录日期", "病程记录"], group_by=["住院号"]
+        ),
+        SourceConfig(name="lecture_gb18030", path=f"{FORMAT_SAMPLES}/text/*.txt", format="txt", category="lecture"),
+    ]
+
+
 def sample_sources() -> list[SourceConfig]:
-    """The embedded sample corpus: one JSONL per category, encyclopedia Markdown, lecture text."""
+    """The embedded sample corpus: one JSONL per category, encyclopedia Markdown, lecture text,
+    and the samples of every other format."""
     jsonl = [SourceConfig(name=c, path=f"medgo://assets/corpus/{c}.jsonl", format="jsonl", category=c) for c in SAMPLE_CATEGORIES]
     return jsonl + [
         SourceConfig(name="encyclopedia", path="medgo://assets/corpus/encyclopedia/*.md", format="markdown", category="encyclopedia"),
         SourceConfig(name="lecture", path="medgo://assets/corpus/lecture/*.txt", format="txt", category="lecture"),
+        *format_sample_sources(),
     ]
 
 

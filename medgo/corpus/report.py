@@ -25,22 +25,26 @@ CHART = "tokens_per_category.png"
 
 
 def _by(stats_rows: list[dict], key: str) -> dict:
-    out: dict = defaultdict(lambda: {"documents_in": 0, "documents_out": 0, "tokens": 0, "characters": 0, "dropped": defaultdict(int)})
+    """Documents in/out, tokens, characters, drops by reason and PHI replaced, per value of ``key``."""
+    out: dict = defaultdict(lambda: {"documents_in": 0, "documents_out": 0, "tokens": 0, "characters": 0, "dropped": defaultdict(int), "phi": defaultdict(int)})
     for r in stats_rows:
         e = out[r[key]]
         e["documents_in"] += r["docs"]
+        for k in steps.PHI_TYPES:
+            e["phi"][k] += r[f"phi_{k}"]
         if r["reason"] is None:
             e["documents_out"] += r["docs"]
             e["tokens"] += r["tokens"]
             e["characters"] += r["chars"]
         else:
             e["dropped"][r["reason"]] += r["docs"]
-    return {k: {**v, "dropped": dict(sorted(v["dropped"].items()))} for k, v in sorted(out.items())}
+    return {k: {**v, "dropped": dict(sorted(v["dropped"].items())), "phi": {t: n for t, n in v["phi"].items() if n}} for k, v in sorted(out.items())}
 
 
 def build_manifest(plan: Plan, stats, clusters: Clusters, boilerplate, writers: dict, files: list[dict], n_quarantined: int, n_contaminated: int, read_groups: int) -> dict:
     cfg = plan.cfg
-    rows = stats.to_pylist()
+    formats = {s.name: s.format for s in cfg.sources}
+    rows = [{**r, "format": formats[r["source"]]} for r in stats.to_pylist()]
     drops: dict = defaultdict(int)
     for r in rows:
         if r["reason"] is not None:
@@ -73,6 +77,7 @@ def build_manifest(plan: Plan, stats, clusters: Clusters, boilerplate, writers: 
         "drops": {reason: drops.get(reason, 0) for reason in steps.REASONS},
         "categories": _by(rows, "category"),
         "sources": _by(rows, "source"),
+        "formats": _by(rows, "format"),
         "boilerplate": {"lines": int(len(boilerplate)), "lines_removed": sum(r["boilerplate_lines"] for r in rows)},
         "duplicates": {
             "clusters": len(clusters.clusters),
@@ -134,6 +139,13 @@ def write_report(out_dir: Path, manifest: dict, timings: dict) -> None:
         *_table(
             ["category", "docs in", "docs out", "tokens", *reasons],
             [[c, v["documents_in"], v["documents_out"], f"{v['tokens']:,}", *[v["dropped"].get(r, 0) for r in reasons]] for c, v in m["categories"].items()],
+        ),
+        "",
+        "## Per format",
+        "",
+        *_table(
+            ["format", "docs in", "docs out", "tokens", "quarantined", "PHI replaced"],
+            [[f, v["documents_in"], v["documents_out"], f"{v['tokens']:,}", v["dropped"].get("malformed", 0), sum(v["phi"].values())] for f, v in m["formats"].items()],
         ),
         "",
         "## Splits",

@@ -1,13 +1,16 @@
 """Reading the configured sources into one stream of documents, quarantining malformed records.
 
-The driver only lists files and plans *read units* (a whole file, or a line-aligned byte range
-of a large JSONL file); each unit is read by a Ray task.  Every output row carries the
-document's position ``doc = file_index << 40 | line`` (``line`` is the 1-based line of a JSONL
-record, the 1-based element of a JSON array or Parquet file, 1 for a TXT/Markdown file), which
-orders the corpus deterministically.  A record that cannot be used keeps its row with
-``text = null`` and a ``reason`` (broken JSON, invalid UTF-8, missing or non-string text
-field); it is counted and written to ``quarantine.jsonl`` with its file and line, never with
-its content.
+The driver only lists files and plans *read units* (a whole file, a line-aligned byte range of
+a large JSONL file, or a page range of a PDF); each unit is read by a Ray task.  What the plan
+needs from inside the files is found by *probe* tasks first: the newlines before each JSONL
+range, the page count of each PDF, the encoding of each ``auto`` text file.  Every output row
+carries the document's position ``doc = file_index << 40 | line`` (``line`` is the 1-based line
+of a JSONL record, the 1-based element of a JSON array or Parquet file, the first page of a PDF
+range, the spreadsheet row of a CSV/XLSX record, 1 for a whole-file format), which orders the
+corpus deterministically.  A record that cannot be used keeps its row with ``text = null`` and
+a ``reason`` (broken JSON, undecodable bytes, a missing text field, an encrypted or image-only
+PDF, a page with no main content...); it is counted and written to ``quarantine.jsonl`` with its
+file and position, never with its content.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medgo.config import ConfigError
-from medgo.corpus.config import CorpusConfig, display_path, expand
+from medgo.corpus import documents, pdf
+from medgo.corpus.config import CorpusConfig, SourceConfig, display_path, expand
+from medgo.corpus.encodings import AUTO, DecodeFailure, decode
 
 LINE_BITS = 40
 RAW_SCHEMA = pa.schema(
@@ -59,6 +64,16 @@ class ReadUnit:
     start: int = 0
     end: int = -1
     first_line: int = 1
+    encoding: str | None = None
+    text_columns: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ()
+    sheet: str | None = None
+
+    @classmethod
+    def of(cls, path: Path, file_index: int, src: SourceConfig, start: int = 0, end: int = -1) -> ReadUnit:
+        """A unit of ``path`` with the settings of its source."""
+        tables = {"text_columns": tuple(src.text_columns or ()), "group_by": tuple(src.group_by or ()), "sheet": src.sheet}
+        return cls(str(path), file_index, src.format, src.category, src.name, src.text_field, start, end, 1, src.resolved_encoding, **tables)
 
 
 def list_files(cfg: CorpusConfig) -> list[tuple[Path, int]]:
@@ -83,19 +98,36 @@ def _ranges(path: Path, chunk_bytes: int) -> list[tuple[int, int]]:
     return [(s, min(s + chunk_bytes, size)) for s in range(0, size, chunk_bytes)]
 
 
-def plan_units(cfg: CorpusConfig, files: list[tuple[Path, int]]) -> tuple[list[ReadUnit], list[ReadUnit]]:
-    """Read units in corpus order; the second list holds ranges whose first line is not yet known."""
-    units, pending = [], []
+def plan_units(cfg: CorpusConfig, files: list[tuple[Path, int]]) -> list[ReadUnit]:
+    """Read units in corpus order: whole files, and large JSONL files as byte ranges."""
+    units = []
     chunk = int(cfg.read.chunk_mb * 1024 * 1024)
     for file_index, (path, s) in enumerate(files):
         src = cfg.sources[s]
         spans = _ranges(path, chunk) if src.format == "jsonl" else [(0, -1)]
-        for start, end in spans:
-            unit = ReadUnit(str(path), file_index, src.format, src.category, src.name, src.text_field, start, end)
-            units.append(unit)
-            if len(spans) > 1:
-                pending.append(unit)
-    return units, pending
+        units.extend(ReadUnit.of(path, file_index, src, start, end) for start, end in spans)
+    return units
+
+
+def needs_probe(unit: ReadUnit) -> bool:
+    """JSONL byte ranges (first line), PDF files (page count), ``auto`` text files (encoding)."""
+    return unit.end >= 0 or unit.format == "pdf" or unit.encoding == AUTO
+
+
+def probe(unit: dict) -> dict:
+    """Ray task body: what the plan needs from inside one file (see ``needs_probe``)."""
+    key = {"path": unit["path"], "start": unit["start"]}
+    if unit["format"] == "pdf":
+        try:
+            return {**key, "pages": pdf.page_count(unit["path"])}
+        except pdf.PDFFailure:
+            return {**key, "pages": None}  # the read task quarantines it with the reason
+    if unit["encoding"] == AUTO:
+        try:
+            return {**key, "encoding": decode(Path(unit["path"]).read_bytes(), AUTO)[1]}
+        except DecodeFailure:
+            return {**key, "encoding": None}
+    return count_newlines(unit)
 
 
 def count_newlines(unit: dict) -> dict:
@@ -115,31 +147,57 @@ def count_newlines(unit: dict) -> dict:
 
 def resolve_first_lines(units: list[ReadUnit], counts: list[dict]) -> list[ReadUnit]:
     """Give each byte range the line number its first full line will have."""
-    by_key = {(c["path"], c["start"]): c["newlines"] for c in counts}
+    by_key = {(c["path"], c["start"]): c["newlines"] for c in counts if "newlines" in c}
     out, base, current = [], 0, None
     for u in units:
-        if u.end == -1:
+        if u.end == -1 or u.format == "pdf":
             out.append(u)
             continue
         if u.path != current:
             current, base = u.path, 0
-        out.append(ReadUnit(**{**asdict(u), "first_line": base + 1}))
+        out.append(replace(u, first_line=base + 1))
         base += by_key[(u.path, u.start)]
     return out
+
+
+def resolve_units(units: list[ReadUnit], probes: list[dict], pdf_pages: int) -> tuple[list[ReadUnit], dict[int, dict]]:
+    """Apply the probes: first lines of byte ranges, detected encodings, PDFs cut into page ranges
+    of ``pdf_pages``.  Also returns what the manifest records per file index (encoding, pages)."""
+    found = {(p["path"], p["start"]): p for p in probes}
+    out, info = [], {}
+    for u in resolve_first_lines(units, probes):
+        got = found.get((u.path, u.start), {})
+        if u.format == "pdf":
+            info[u.file_index] = {"pages": got.get("pages")}
+            out.extend(_page_ranges(u, got.get("pages"), pdf_pages))
+            continue
+        if u.encoding is not None:
+            encoding = got.get("encoding", u.encoding) if u.encoding == AUTO else u.encoding
+            info[u.file_index] = {"encoding": encoding}
+            u = replace(u, encoding=encoding or AUTO)  # undecodable: the read task names why
+        out.append(u)
+    return out, info
+
+
+def _page_ranges(unit: ReadUnit, pages: int | None, per_unit: int) -> list[ReadUnit]:
+    if not pages:  # unreadable (or no pages): one unit, which the read task quarantines
+        return [unit]
+    return [replace(unit, start=s, end=min(s + per_unit, pages), first_line=s + 1) for s in range(0, pages, per_unit)]
 
 
 def group_units(units: list[ReadUnit], group_bytes: int) -> list[list[ReadUnit]]:
     """Consecutive read units of about ``group_bytes`` input bytes: one read task each, and one
     packing group (documents keep their corpus order across groups, so packing can read and
-    order one group at a time)."""
+    order one group at a time).  A PDF page range, whose parsing costs far more than its bytes
+    suggest, is a group of its own."""
     groups: list[list[ReadUnit]] = []
     size = group_bytes
     for u in units:
-        if size >= group_bytes:
+        if size >= group_bytes or u.format == "pdf":
             groups.append([])
             size = 0
         groups[-1].append(u)
-        size += (u.end - u.start) if u.end >= 0 else os.path.getsize(u.path)
+        size += group_bytes if u.format == "pdf" else (u.end - u.start) if u.end >= 0 else os.path.getsize(u.path)
     return groups
 
 
@@ -249,14 +307,57 @@ def _read_parquet(unit: ReadUnit, rows: _Rows) -> Iterator[pa.Table | None]:
                 yield rows.add(i, None, f"text column '{unit.text_field}' is {'null' if value is None else type(value).__name__}")
 
 
+def _decoded(unit: ReadUnit) -> str:
+    return decode(Path(unit.path).read_bytes(), unit.encoding or AUTO)[0]
+
+
 def _read_whole(unit: ReadUnit, rows: _Rows) -> Iterator[pa.Table | None]:
+    """txt, markdown, html, docx: one document per file."""
     try:
-        yield rows.add(1, Path(unit.path).read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        yield rows.add(1, None, f"invalid UTF-8 at byte {exc.start}")
+        yield rows.add(1, WHOLE_FILE[unit.format](unit))
+    except (DecodeFailure, documents.DocumentFailure) as exc:
+        yield rows.add(1, None, str(exc))
 
 
-READERS = {"jsonl": _read_jsonl, "json": _read_json, "parquet": _read_parquet, "txt": _read_whole, "markdown": _read_whole}
+def _read_pdf(unit: ReadUnit, rows: _Rows) -> Iterator[pa.Table | None]:
+    """One document per page range; a file whose page count failed is read (and fails) whole."""
+    try:
+        end = unit.end if unit.end >= 0 else pdf.page_count(unit.path)
+        yield rows.add(unit.first_line, pdf.pdf_text(unit.path, unit.start, end))
+    except pdf.PDFFailure as exc:
+        yield rows.add(unit.first_line, None, str(exc))
+
+
+def _table_rows(unit: ReadUnit):
+    if unit.format == "xlsx":
+        return documents.xlsx_rows(unit.path, unit.sheet)
+    return documents.csv_rows(_decoded(unit))
+
+
+def _read_table(unit: ReadUnit, rows: _Rows) -> Iterator[pa.Table | None]:
+    """csv, xlsx: one document per row or per ``group_by`` value; a bad row fails alone."""
+    try:
+        for row, text, reason in documents.table_documents(_table_rows(unit), list(unit.text_columns), list(unit.group_by), unit.format == "xlsx"):
+            yield rows.add(row, text, reason)
+    except (DecodeFailure, documents.DocumentFailure) as exc:
+        yield rows.add(1, None, str(exc))
+
+
+WHOLE_FILE = {
+    "txt": _decoded,
+    "markdown": _decoded,
+    "html": lambda unit: documents.html_text(_decoded(unit)),
+    "docx": lambda unit: documents.docx_text(unit.path),
+}
+READERS = {
+    "jsonl": _read_jsonl,
+    "json": _read_json,
+    "parquet": _read_parquet,
+    **dict.fromkeys(WHOLE_FILE, _read_whole),
+    "pdf": _read_pdf,
+    "csv": _read_table,
+    "xlsx": _read_table,
+}
 
 
 def read_unit(unit: ReadUnit, batch_rows: int) -> Iterator[pa.Table]:
@@ -279,6 +380,27 @@ def read_group_batch(batch: dict, batch_rows: int, transform=None, **kwargs) -> 
                 yield transform(table, **kwargs) if transform else table
 
 
-def file_table(files: list[tuple[Path, int]], cfg: CorpusConfig) -> list[dict]:
-    """The manifest's list of input files (index order), shown relative to the package or cwd."""
-    return [{"file": display_path(p), "source": cfg.sources[s].name, "bytes": os.path.getsize(p)} for p, s in files]
+def file_table(files: list[tuple[Path, int]], cfg: CorpusConfig, info: dict[int, dict] | None = None) -> list[dict]:
+    """The manifest's list of input files (index order), shown relative to the package or cwd,
+    with their format and what the probes found (encoding of text files, pages of PDFs)."""
+    info = info or {}
+    return [
+        {"file": display_path(p), "source": cfg.sources[s].name, "format": cfg.sources[s].format, "bytes": os.path.getsize(p), **info.get(i, {})}
+        for i, (p, s) in enumerate(files)
+    ]
+
+
+def doc_ref(files: list[dict], doc: int, pdf_pages: int) -> dict:
+    """Where a document comes from: its file, and its line, row or page range (PDF)."""
+    file_index, line = split_doc_id(doc)
+    entry = files[file_index]
+    ref = {"file": entry["file"]}
+    fmt = entry.get("format")
+    if fmt == "pdf":
+        pages = entry.get("pages")
+        ref["pages"] = [line, min(line + pdf_pages - 1, pages)] if pages else None
+    elif fmt in ("csv", "xlsx"):
+        ref["row"] = line
+    elif fmt not in ("docx", "html"):
+        ref["line"] = line
+    return ref

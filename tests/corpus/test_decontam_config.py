@@ -56,7 +56,8 @@ def test_shipped_configs_load():
         ("phi.types=[name, passport]", "unknown PHI types"),
         ("dedup.threshold=1.5", "dedup.threshold"),
         ("sources=[]", "sources"),
-        ("sources=[{name: a, path: x, format: csv, category: c}]", "sources.0.format"),
+        ("sources=[{name: a, path: x, format: pptx, category: c}]", "sources.0.format"),
+        ("sources=[{name: a, path: x, format: csv, category: c}]", "sources.0.*needs text_columns"),
     ],
 )
 def test_bad_values_are_named(override, message):

@@ -76,7 +76,7 @@ def test_json_array_parquet_txt_markdown(tmp_path):
     (tmp_path / "a.md").write_text("# 标题\n" + GOOD, encoding="utf-8")
     assert rows(ReadUnit(str(tmp_path / "a.md"), 0, "markdown", "c", "s", "text")) == [(1, None, "# 标题\n" + GOOD)]
     (tmp_path / "b.txt").write_bytes(b"\xc3\x28")
-    assert rows(ReadUnit(str(tmp_path / "b.txt"), 0, "txt", "c", "s", "text")) == [(1, "invalid UTF-8 at byte 0", None)]
+    assert rows(ReadUnit(str(tmp_path / "b.txt"), 0, "txt", "c", "s", "text")) == [(1, "invalid UTF-8 at byte 0; invalid GB18030 at byte 0 (encoding auto)", None)]
 
 
 def test_package_paths_resolve_anywhere(tmp_path, monkeypatch):
