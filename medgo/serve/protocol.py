@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medgo.serve.store import parse_age
+
 MAX_STOP = 4
 
 
@@ -89,8 +91,14 @@ class FeedbackRequest(Request):
 
 
 class PurgeRequest(Request):
-    older_than: str = Field(pattern=r"^[1-9][0-9]{0,5}[hdw]$", description="age of the stored completions to purge: 90d, 12w, 48h")
+    older_than: str = Field(pattern=r"^[1-9][0-9]{0,5}[hdw]$", description="age of the stored completions to purge: 90d, 12w, 48h (at most 100 years)")
     mode: Literal["delete", "deidentify"] = "delete"
+
+    @field_validator("older_than")
+    @classmethod
+    def _age_ok(cls, value: str) -> str:
+        parse_age(value)
+        return value
 
 
 # ------------------------------------------------------------------------- responses

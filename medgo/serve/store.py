@@ -44,6 +44,7 @@ VERDICTS = ("acceptable", "unacceptable")
 PURGE_MODES = ("delete", "deidentify")
 AGE = re.compile(r"^([1-9][0-9]{0,5})([hdw])$")
 AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+MAX_AGE = timedelta(days=36525)
 
 
 class Base(DeclarativeBase):
@@ -133,9 +134,10 @@ def utcnow() -> datetime:
 def parse_age(text: str) -> timedelta:
     """``90d``, ``12w``, ``48h`` -> a timedelta; anything else is a ValueError naming the forms."""
     match = AGE.match(text.strip())
-    if not match:
-        raise ValueError(f"age {text!r} must be a positive number of hours, days or weeks: 48h, 90d, 12w")
-    return timedelta(**{AGE_UNITS[match[2]]: int(match[1])})
+    age = timedelta(**{AGE_UNITS[match[2]]: int(match[1])}) if match else None
+    if age is None or age > MAX_AGE:
+        raise ValueError(f"age {text!r} must be a positive number of hours, days or weeks, at most 100 years: 48h, 90d, 12w")
+    return age
 
 
 def feedback_digest(response_id: str, verdict: str, corrected_answer: str | None, comment: str | None, reviewer: str | None) -> str:

@@ -333,12 +333,14 @@ def test_review_export_and_purge_are_deidentified_and_audited(runner, store_url,
             await doctor.post("/v1/feedback", json={"response_id": rids[0], "verdict": "acceptable", "comment": "患者张伟已复诊"})
             after = (await review.get("/v1/review/queue")).json()
             export = await admin.get("/v1/feedback/export", params={"limit": 5})
+            too_old = await admin.post("/v1/admin/purge", json={"older_than": "800000d"})
             kept = (await admin.post("/v1/admin/purge", json={"older_than": "90d"})).json()
             scrubbed = (await admin.post("/v1/admin/purge", json={"older_than": "1h", "mode": "deidentify"})).json()
             audit = (await admin.get("/v1/admin/audit")).json()
-            return rids, queue, after, export, kept, scrubbed, audit
+            return rids, queue, after, export, too_old, kept, scrubbed, audit
 
-    rids, queue, after, export, kept, scrubbed, audit = run(go())
+    rids, queue, after, export, too_old, kept, scrubbed, audit = run(go())
+    assert too_old.status_code == 400 and too_old.json()["error"]["param"] == "older_than"
     assert [i["response_id"] for i in queue["data"]] == rids[::-1] and [i["response_id"] for i in after["data"]] == [rids[1]]
     assert "张伟" not in json.dumps(queue, ensure_ascii=False) and queue["deidentified"]["phone"] == 2
     assert queue["data"][0]["prompt"] == "患者[姓名]，男，56岁，电话[电话]，住院号[病历号]，头痛三天。"
