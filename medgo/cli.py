@@ -49,7 +49,7 @@ COMMANDS: dict[str, Command] = {
     "sft": Command("medgo.train.sft:SFTConfig", "medgo.train.sft:run", "supervised fine-tuning with LoRA (TRL SFTTrainer) on Ray Train + DeepSpeed ZeRO-3", configs="sft", flags={"--output": "output_dir", "--base": "model.base_model"}, quiet=True),
     "dpo": Command("medgo.train.dpo:DPOConfig", "medgo.train.dpo:run", "DPO from doctors' feedback (TRL DPOTrainer + LoRA) on Ray Train + DeepSpeed ZeRO-3", configs="dpo", flags={"--output": "output_dir", "--base": "model.base_model", "--adapter": "model.adapter", "--feedback": "data.feedback"}, quiet=True),
     "eval score": Command(None, "medgo.eval.score_cli:main", "score existing predictions: --task TASK --gold FILE --pred FILE, or --format promptcblue"),
-    "serve": Command(None, "medgo.serve.cli:main", "serve on Ray Serve with an OpenAI-compatible API (serve_configs/local.yaml); 'serve export' writes feedback JSONL"),
+    "serve": Command(None, "medgo.serve.cli:main", "serve on Ray Serve with an OpenAI-compatible API (serve_configs/local.yaml); 'serve export' writes de-identified feedback JSONL, 'serve purge' applies retention, 'serve keys' manages API keys"),
 }
 
 

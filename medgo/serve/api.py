@@ -4,24 +4,31 @@
 in Serve that is the ``MedGoModel`` deployment behind a handle (:class:`HandleBackend`), in
 tests and benchmarks a :class:`~medgo.serve.model.ModelRunner` in the same process.
 
-    POST /v1/chat/completions   POST /v1/completions   GET /v1/models
-    POST /v1/feedback           GET /v1/feedback/export   GET /healthz
+    POST /v1/chat/completions   POST /v1/completions   GET /v1/models       (scope chat)
+    POST /v1/feedback                                                        (scope feedback)
+    GET  /v1/review/queue                                                    (scope review)
+    GET  /v1/feedback/export    POST /v1/admin/purge   GET /v1/admin/audit   (scope admin)
+    GET  /healthz                                                            (no key)
 
-Logs carry ids, token counts and timings, never prompt or answer text.
+Scopes and keys: :mod:`medgo.serve.security`.  The review queue and the export are de-identified;
+every export and purge is written to the audit table under the key's name.  Logs carry ids,
+token counts and timings, never prompt or answer text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPBearer
@@ -32,16 +39,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from medgo.serve.metrics import ServeMetrics
 from medgo.serve.protocol import (
-    APIError, ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ErrorResponse, FeedbackRequest,
-    FeedbackResponse, ModelCard, ModelList, error_response, new_id, now,
+    APIError, AuditLog, ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ErrorResponse, FeedbackRequest,
+    FeedbackResponse, ModelCard, ModelList, PurgeRequest, PurgeResponse, ReviewQueue, error_response, new_id, now,
 )
-from medgo.serve.security import Guard, load_api_keys
+from medgo.serve.security import OPEN_KEY, ROUTE_SCOPES, Guard, KeyRing
 from medgo.serve.settings import ServeSettings
-from medgo.serve.store import FeedbackStore, UnknownResponse
+from medgo.serve.store import FeedbackStore, UnknownResponse, iso, parse_age, utcnow
 
 logger = logging.getLogger("ray.serve")
-ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/feedback", "/v1/feedback/export", "/healthz")
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 503, 504)}
+ROUTES = (*ROUTE_SCOPES, "/healthz")
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 503, 504)}
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "stop", "seed", "ignore_eos")
 
 
@@ -72,10 +79,8 @@ class Context:
 
 
 def build_api(backend, settings: ServeSettings, store: FeedbackStore, metrics: ServeMetrics | None = None) -> FastAPI:
-    """The FastAPI app: API-key guard, OpenAI routes, feedback routes, error handlers."""
-    keys = load_api_keys(settings.api_keys_env, settings.api_key_file)
-    if not keys:
-        logger.warning("no API keys configured (%s / api_key_file): the API is open to anyone who can reach it", settings.api_keys_env)
+    """The FastAPI app: API-key guard, OpenAI routes, feedback, review and admin routes, error handlers."""
+    keys = KeyRing(settings.api_keys_env, settings.api_key_file)
     ctx = Context(backend, settings, store, metrics or ServeMetrics())
     # No /docs or /redoc pages: they load scripts from a CDN, and nothing here may reach the internet.
     app = FastAPI(title="MedGo API", version="1", summary="OpenAI-compatible chat API of a Chinese medical LLM, with doctors' feedback",
@@ -86,6 +91,8 @@ def build_api(backend, settings: ServeSettings, store: FeedbackStore, metrics: S
     router = APIRouter(dependencies=[Depends(HTTPBearer(auto_error=False))])  # documents the scheme; Guard enforces it
     _completion_routes(router, ctx)
     _feedback_routes(router, ctx)
+    _review_routes(router, ctx)
+    _admin_routes(router, ctx)
     app.include_router(router)
 
     @app.get("/healthz")
@@ -306,9 +313,10 @@ async def record(ctx: Context, rid: str, params: dict, result: dict, latency: fl
 # ----------------------------------------------------------------------------- feedback
 def _feedback_routes(router: APIRouter, ctx: Context) -> None:
     @router.post("/v1/feedback", response_model=FeedbackResponse, status_code=201, responses={200: {"model": FeedbackResponse, "description": "identical feedback already stored"}, **ERRORS})
-    async def feedback(body: FeedbackRequest, response: Response) -> FeedbackResponse:
+    async def feedback(body: FeedbackRequest, request: Request, response: Response) -> FeedbackResponse:
+        fields = {**body.model_dump(), "reviewer": key_name(request)}
         try:
-            stored = await run_in_threadpool(lambda: ctx.store.add_feedback(**body.model_dump()))
+            stored = await run_in_threadpool(lambda: ctx.store.add_feedback(**fields))
         except UnknownResponse:
             raise APIError(404, f"no completion with id {body.response_id!r}", "response_id", "response_not_found") from None
         except SQLAlchemyError as exc:
@@ -319,18 +327,58 @@ def _feedback_routes(router: APIRouter, ctx: Context) -> None:
         logger.info("feedback id=%d response=%s verdict=%s new=%s", stored.id, stored.response_id, stored.verdict, stored.created)
         return FeedbackResponse(id=stored.id, response_id=stored.response_id, verdict=stored.verdict, duplicate=not stored.created)
 
-    @router.get("/v1/feedback/export", responses={200: {"content": {"application/x-ndjson": {}}}, **ERRORS})
-    async def export(since: datetime | None = Query(None, description="only feedback given at or after this time"),
-                     limit: int = Query(10_000, ge=1, le=100_000)) -> Response:
-        def lines() -> str:
-            out = []
-            for record in ctx.store.iter_preferences(since):
-                if len(out) >= limit:
-                    break
-                out.append(json.dumps(record, ensure_ascii=False) + "\n")
-            return "".join(out)
 
-        return Response(await run_in_threadpool(lines), media_type="application/x-ndjson")
+
+def key_name(request: Request) -> str:
+    """The name of the key the request came with (``open`` when no key is configured)."""
+    return getattr(request.state, "api_key", OPEN_KEY).name
+
+
+async def stored(ctx: Context, what: str, work):
+    """Run a store call in a thread; a database failure is a 503 naming ``what``."""
+    try:
+        return await run_in_threadpool(work)
+    except SQLAlchemyError as exc:
+        logger.error("could not %s: %s", what, type(exc).__name__)
+        raise APIError(503, f"could not {what}; retry", code="store_unavailable", headers={"Retry-After": str(ctx.settings.retry_after_s)}) from None
+
+
+def _review_routes(router: APIRouter, ctx: Context) -> None:
+    @router.get("/v1/review/queue", response_model=ReviewQueue, responses=ERRORS)
+    async def review_queue(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000)) -> ReviewQueue:
+        """Completions that await a doctor's judgement, newest first, with identifiers replaced."""
+        items, counts = await stored(ctx, "read the review queue", lambda: ctx.store.review_queue(limit, offset))
+        return ReviewQueue(data=items, deidentified=dict(sorted(counts.items())))
+
+
+def _admin_routes(router: APIRouter, ctx: Context) -> None:
+    @router.get("/v1/feedback/export", responses={200: {"content": {"application/x-ndjson": {}}}, **ERRORS})
+    async def export(request: Request, since: datetime | None = Query(None, description="only feedback given at or after this time"),
+                     limit: int = Query(10_000, ge=1, le=100_000)) -> Response:
+        """Judged completions as de-identified JSON lines (the preference stage's input); audited."""
+        def lines() -> tuple[str, int, dict]:
+            out, counts = io.StringIO(), Counter()
+            n = ctx.store.export_jsonl(out, since, limit=limit, counts=counts)
+            ctx.store.audit(key_name(request), "api", "export", {"since": since.isoformat() if since else None, "limit": limit}, n, {"replaced": dict(counts)})
+            return out.getvalue(), n, counts
+
+        body, n, counts = await stored(ctx, "export feedback", lines)
+        logger.info("export key=%s records=%d", key_name(request), n)
+        return Response(body, media_type="application/x-ndjson", headers={"X-Deidentified": json.dumps(dict(sorted(counts.items())))})
+
+    @router.post("/v1/admin/purge", response_model=PurgeResponse, responses=ERRORS)
+    async def purge(body: PurgeRequest, request: Request) -> PurgeResponse:
+        """Delete (or de-identify) stored completions older than ``older_than``, with their feedback; audited."""
+        before = utcnow() - parse_age(body.older_than)
+        args = {"older_than": body.older_than, "mode": body.mode, "before": iso(before)}
+        result = await stored(ctx, "purge", lambda: ctx.store.purge(before, body.mode, actor=key_name(request), source="api", arguments=args))
+        logger.info("purge key=%s mode=%s completions=%d feedback=%d", key_name(request), body.mode, result["completions"], result["feedback"])
+        return PurgeResponse(before=iso(before), mode=body.mode, **result)
+
+    @router.get("/v1/admin/audit", response_model=AuditLog, responses=ERRORS)
+    async def audit(limit: int = Query(100, ge=1, le=10_000)) -> AuditLog:
+        """The newest exports and purges first."""
+        return AuditLog(data=await stored(ctx, "read the audit log", lambda: ctx.store.audit_log(limit)))
 
 
 # ----------------------------------------------------------------------------- plumbing

@@ -1,4 +1,4 @@
-"""The OpenAI wire format (the subset MedGo serves) plus the feedback endpoint's body.
+"""The OpenAI wire format (the subset MedGo serves) plus the feedback, review and admin bodies.
 
 Requests ignore fields they do not know (clients send many), but every field they do know is
 checked; a bad one is answered 400 with an OpenAI error object naming it.
@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from medgo.serve.store import parse_age
 
 MAX_STOP = 4
 
@@ -78,7 +80,25 @@ class FeedbackRequest(Request):
     verdict: Literal["acceptable", "unacceptable"]
     corrected_answer: str | None = Field(None, max_length=200_000)
     comment: str | None = Field(None, max_length=20_000)
-    reviewer: str | None = Field(None, max_length=256)
+    reviewer: None = Field(None, description="not accepted: the reviewer is the name of the API key that posts the feedback")
+
+    @field_validator("reviewer", mode="before")
+    @classmethod
+    def _reviewer_is_the_key(cls, value):
+        if value is not None:
+            raise ValueError("the reviewer is the name of the API key that posts the feedback; leave it out")
+        return value
+
+
+class PurgeRequest(Request):
+    older_than: str = Field(pattern=r"^[1-9][0-9]{0,5}[hdw]$", description="age of the stored completions to purge: 90d, 12w, 48h (at most 100 years)")
+    mode: Literal["delete", "deidentify"] = "delete"
+
+    @field_validator("older_than")
+    @classmethod
+    def _age_ok(cls, value: str) -> str:
+        parse_age(value)
+        return value
 
 
 # ------------------------------------------------------------------------- responses
@@ -149,6 +169,48 @@ class FeedbackResponse(BaseModel):
     duplicate: bool
 
 
+class ReviewItem(BaseModel):
+    response_id: str
+    created: str
+    model: str
+    endpoint: str
+    prompt: str
+    messages: list[dict] | None
+    answer: str
+
+
+class ReviewQueue(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ReviewItem]
+    deidentified: dict[str, int]
+    """Identifiers replaced in this page, by type."""
+
+
+class PurgeResponse(BaseModel):
+    object: Literal["purge"] = "purge"
+    before: str
+    mode: str
+    completions: int
+    feedback: int
+    replaced: dict[str, int]
+
+
+class AuditEntry(BaseModel):
+    id: int
+    created: str
+    actor: str
+    source: str
+    action: str
+    arguments: dict
+    rows: int
+    detail: dict | None
+
+
+class AuditLog(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[AuditEntry]
+
+
 class ErrorBody(BaseModel):
     message: str
     type: str
@@ -160,7 +222,7 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error", 413: "invalid_request_error", 503: "server_overloaded", 504: "timeout"}
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error", 413: "invalid_request_error", 503: "server_overloaded", 504: "timeout"}
 
 
 class APIError(Exception):

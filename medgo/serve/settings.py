@@ -47,9 +47,9 @@ class ServeSettings(Section):
     database_url_env: str | None = "MEDGO_DATABASE_URL"
     """Environment variable that, when set on the replica, overrides ``database_url`` (keeps passwords out of YAML)."""
     api_keys_env: str | None = "MEDGO_API_KEYS"
-    """Environment variable holding accepted API keys, separated by commas or whitespace."""
+    """Environment variable holding accepted API keys, separated by commas or whitespace (named env-1... with every scope)."""
     api_key_file: str | None = None
-    """Secret file with one accepted API key per line (``#`` comments allowed)."""
+    """Key file: one key a line as ``NAME SCOPES sha256:HASH`` (``medgo serve keys add``); ``#`` comments allowed."""
     max_body_bytes: int = Field(1_000_000, gt=0)
     """Largest request body accepted; larger ones get 413."""
     request_timeout_s: float = Field(300.0, gt=0)

@@ -12,25 +12,39 @@ Each line has the fields of ``medgo/assets/feedback/feedback.jsonl`` — ``{resp
 ``prompt`` the doctor's (last user) question, or the raw prompt of a text completion — plus
 ``messages``: the whole chat (list of ``{role, content}``, system and earlier turns included),
 ``null`` for text completions.
+
+Exports are de-identified by default (:func:`deidentify_record`: prompt, messages, answer,
+corrected answer and comment pass through :func:`medgo.corpus.phi.deidentify`).  Every export
+and purge is written to the append-only ``medgo_audit`` table (database triggers refuse UPDATE,
+DELETE and TRUNCATE on it).  :meth:`FeedbackStore.purge` deletes completions (and their
+feedback) older than a cutoff, or replaces their text by de-identified text.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy import DDL, JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, func, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from medgo.corpus.phi import deidentify
+
 VERDICTS = ("acceptable", "unacceptable")
+PURGE_MODES = ("delete", "deidentify")
+AGE = re.compile(r"^([1-9][0-9]{0,5})([hdw])$")
+AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
+MAX_AGE = timedelta(days=36525)
 
 
 class Base(DeclarativeBase):
@@ -73,6 +87,33 @@ class FeedbackRow(Base):
     digest: Mapped[str] = mapped_column(String(64), unique=True)
 
 
+class AuditRow(Base):
+    """One export or purge: who (key name, or OS user), through what, with which arguments, how many rows."""
+
+    __tablename__ = "medgo_audit"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    actor: Mapped[str] = mapped_column(String(256))
+    source: Mapped[str] = mapped_column(String(64))
+    """``api`` or the command (``medgo serve export``...)."""
+    action: Mapped[str] = mapped_column(String(32))
+    arguments: Mapped[dict] = mapped_column(JSON)
+    rows: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+_APPEND_ONLY = "medgo_audit is append-only"
+for _ddl, _dialect in (
+    (f"CREATE TRIGGER medgo_audit_no_delete BEFORE DELETE ON medgo_audit BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END", "sqlite"),
+    (f"CREATE TRIGGER medgo_audit_no_update BEFORE UPDATE ON medgo_audit BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY}'); END", "sqlite"),
+    (f"CREATE OR REPLACE FUNCTION medgo_audit_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '{_APPEND_ONLY}'; END $$", "postgresql"),
+    ("CREATE TRIGGER medgo_audit_no_change BEFORE UPDATE OR DELETE ON medgo_audit FOR EACH ROW EXECUTE FUNCTION medgo_audit_refuse()", "postgresql"),
+    ("CREATE TRIGGER medgo_audit_no_truncate BEFORE TRUNCATE ON medgo_audit FOR EACH STATEMENT EXECUTE FUNCTION medgo_audit_refuse()", "postgresql"),
+):
+    event.listen(AuditRow.__table__, "after_create", DDL(_ddl).execute_if(dialect=_dialect))
+
+
 class UnknownResponse(LookupError):
     """Feedback names a response id the store has never seen."""
 
@@ -88,6 +129,15 @@ class StoredFeedback:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def parse_age(text: str) -> timedelta:
+    """``90d``, ``12w``, ``48h`` -> a timedelta; anything else is a ValueError naming the forms."""
+    match = AGE.match(text.strip())
+    age = timedelta(**{AGE_UNITS[match[2]]: int(match[1])}) if match else None
+    if age is None or age > MAX_AGE:
+        raise ValueError(f"age {text!r} must be a positive number of hours, days or weeks, at most 100 years: 48h, 90d, 12w")
+    return age
 
 
 def feedback_digest(response_id: str, verdict: str, corrected_answer: str | None, comment: str | None, reviewer: str | None) -> str:
@@ -178,26 +228,135 @@ class FeedbackStore:
             for fb, comp in session.execute(query).yield_per(500):
                 yield preference_record(fb, comp)
 
-    def export_jsonl(self, out: IO[str], since: datetime | None = None) -> int:
-        """Write :meth:`iter_preferences` as JSON lines; returns the number of records."""
-        n = 0
+    def export_jsonl(self, out: IO[str], since: datetime | None = None, raw: bool = False, limit: int | None = None, counts: Counter | None = None) -> int:
+        """Write :meth:`iter_preferences` (at most ``limit``) as JSON lines, de-identified unless ``raw``.
+
+        Returns the number of records; replacements by type are added to ``counts``.
+        """
+        n, counts = 0, counts if counts is not None else Counter()
         for record in self.iter_preferences(since):
-            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            if limit is not None and n >= limit:
+                break
+            out.write(json.dumps(record if raw else deidentify_record(record, counts), ensure_ascii=False) + "\n")
             n += 1
         return n
+
+    def review_queue(self, limit: int = 50, offset: int = 0) -> tuple[list[dict], Counter]:
+        """Completions nobody has judged yet, newest first, de-identified; and the replacements by type."""
+        judged = select(FeedbackRow.id).where(FeedbackRow.response_id == CompletionRow.id).exists()
+        query = select(CompletionRow).where(~judged).order_by(CompletionRow.created.desc(), CompletionRow.id).offset(offset).limit(limit)
+        counts: Counter = Counter()
+        with Session(self.engine) as session:
+            rows = session.scalars(query).all()
+            return [deidentify_record(review_record(c), counts) for c in rows], counts
+
+    def audit(self, actor: str, source: str, action: str, arguments: dict, rows: int, detail: dict | None = None, session: Session | None = None) -> None:
+        """Append one row to the audit table (in ``session``'s transaction when given)."""
+        row = AuditRow(created=utcnow(), actor=actor, source=source, action=action, arguments=arguments, rows=rows, detail=detail)
+        if session is not None:
+            session.add(row)
+            return
+        with Session(self.engine) as own, own.begin():
+            own.add(row)
+
+    def audit_log(self, limit: int = 100) -> list[dict]:
+        """The newest audit rows first."""
+        with Session(self.engine) as session:
+            rows = session.scalars(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)).all()
+            return [{"id": r.id, "created": iso(r.created), "actor": r.actor, "source": r.source, "action": r.action,
+                     "arguments": r.arguments, "rows": r.rows, "detail": r.detail} for r in rows]
+
+    def purge(self, before: datetime, mode: str, actor: str, source: str, arguments: dict) -> dict:
+        """Delete completions created before ``before`` with their feedback, or de-identify their text;
+        the audit row is written in the same transaction.
+
+        Returns ``{completions, feedback, replaced}``: rows deleted or rewritten, replacements by type.
+        """
+        if mode not in PURGE_MODES:
+            raise ValueError(f"purge mode must be one of {PURGE_MODES}, got {mode!r}")
+        old = select(CompletionRow.id).where(CompletionRow.created < before)
+        with Session(self.engine) as session, session.begin():
+            if mode == "delete":
+                feedback = session.execute(delete(FeedbackRow).where(FeedbackRow.response_id.in_(old))).rowcount
+                completions = session.execute(delete(CompletionRow).where(CompletionRow.created < before)).rowcount
+                result = {"completions": completions, "feedback": feedback, "replaced": {}}
+            else:
+                result = _deidentify_rows(session, old)
+            self.audit(actor, source, "purge", arguments, result["completions"], {"feedback": result["feedback"], "replaced": result["replaced"]}, session)
+        return result
 
     def close(self) -> None:
         self.engine.dispose()
 
 
+def _deidentify_rows(session: Session, old) -> dict:
+    """Replace the text of the completions selected by ``old`` and of their feedback by de-identified text."""
+    counts: Counter = Counter()
+    completions = feedback = 0
+    for comp in session.scalars(select(CompletionRow).where(CompletionRow.id.in_(old))).yield_per(500):
+        comp.prompt = deidentify_prompt(comp.prompt, counts)
+        comp.answer = scrub(comp.answer, counts)
+        completions += 1
+    for fb in session.scalars(select(FeedbackRow).where(FeedbackRow.response_id.in_(old))).yield_per(500):
+        fb.corrected_answer, fb.comment = scrub(fb.corrected_answer, counts), scrub(fb.comment, counts)
+        feedback += 1
+    return {"completions": completions, "feedback": feedback, "replaced": dict(sorted(counts.items()))}
+
+
+def scrub(text: str | None, counts: Counter) -> str | None:
+    """``text`` de-identified (None stays None); replacements are added to ``counts``."""
+    if not text:
+        return text
+    clean, found = deidentify(text)
+    counts.update(found)
+    return clean
+
+
+def deidentify_prompt(prompt: Any, counts: Counter) -> Any:
+    """A stored prompt (chat messages or raw text) de-identified."""
+    if isinstance(prompt, list):
+        return [{**m, "content": scrub(m.get("content"), counts)} if isinstance(m, dict) else m for m in prompt]
+    return scrub(prompt, counts) if isinstance(prompt, str) else prompt
+
+
+def deidentify_record(record: dict, counts: Counter) -> dict:
+    """An export or review record with prompt, messages, answer, corrected answer and comment de-identified."""
+    out = dict(record)
+    chat = isinstance(out.get("messages"), list)
+    if chat:
+        out["messages"] = deidentify_prompt(out["messages"], counts)
+    for key in ("prompt", "answer", "corrected_answer", "comment"):
+        if isinstance(out.get(key), str):  # a chat's prompt repeats its last question: not counted twice
+            out[key] = scrub(out[key], Counter() if chat and key == "prompt" else counts)
+    return out
+
+
+def iso(moment: datetime) -> str:
+    """ISO 8601 UTC with a Z (SQLite gives back naive UTC datetimes)."""
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def split_prompt(prompt: Any) -> tuple[list | None, str]:
+    """(chat messages or None, the last user question or the raw text prompt)."""
+    messages = prompt if isinstance(prompt, list) else None
+    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "") if messages else prompt
+    return messages, question
+
+
+def review_record(comp: CompletionRow) -> dict:
+    """A completion awaiting judgement, as the review queue lists it (before de-identification)."""
+    messages, question = split_prompt(comp.prompt)
+    return {"response_id": comp.id, "created": iso(comp.created), "model": comp.model, "endpoint": comp.endpoint,
+            "prompt": question, "messages": messages, "answer": comp.answer}
+
+
 def preference_record(fb: FeedbackRow, comp: CompletionRow) -> dict:
     """One export line in the format of ``medgo/assets/feedback/feedback.jsonl``, plus ``messages``."""
-    created = comp.created if comp.created.tzinfo else comp.created.replace(tzinfo=timezone.utc)
-    messages = comp.prompt if isinstance(comp.prompt, list) else None
-    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "") if messages else comp.prompt
+    messages, question = split_prompt(comp.prompt)
     return {
         "response_id": comp.id,
-        "created": created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": iso(comp.created),
         "model": comp.model,
         "prompt": question,
         "answer": comp.answer,

@@ -81,6 +81,9 @@ class DPOData(Section):
     of the same response wins.  A relative path is looked up in the working directory, then the repository."""
     pairs: list[str] = ["medgo/assets/dpo/pairs.jsonl"]
     """Ready-made ``{prompt, chosen, rejected}`` JSONL files (or glob patterns)."""
+    raw_feedback_unsafe: bool = False
+    """Train on prompts, answers and corrections as the doctors typed them, identifiers included.
+    Off by default: feedback and pairs are de-identified (:func:`medgo.corpus.phi.deidentify`)."""
     max_length: int = Field(1024, gt=8)
     """Tokens of prompt + answer; longer sequences are truncated at the end, pairs whose prompt alone
     fills it are dropped (counted as ``prompt_too_long``)."""
@@ -165,13 +168,16 @@ def drop_long_prompts(prefs: PreferenceSet, tokenizer, max_length: int) -> Prefe
 def build_data(cfg: DPOConfig, tokenizer, run_dir: Path) -> tuple[Path, dict]:
     """Write ``data/pairs.parquet``, ``summary.json``, ``skipped.jsonl``; report the counts."""
     try:
-        prefs = build_preferences(cfg.data.feedback, cfg.data.pairs)
+        prefs = build_preferences(cfg.data.feedback, cfg.data.pairs, raw_unsafe=cfg.data.raw_feedback_unsafe)
     except FileNotFoundError as exc:
         raise ConfigError(f"data: {exc}") from None
+    if cfg.data.raw_feedback_unsafe:
+        print("dpo data: WARNING data.raw_feedback_unsafe is set: training on raw feedback, identifiers included", flush=True)
     prefs = drop_long_prompts(prefs, tokenizer, cfg.data.max_length)
     path = prefs.write(run_dir / "data")
     summary = prefs.summary()
-    print(f"dpo data: {summary['pairs']} pairs {summary['by_kind']}; skipped {summary['skipped']}", flush=True)
+    scrubbed = "not de-identified" if summary["deidentified"] is None else f"identifiers replaced {summary['deidentified']}"
+    print(f"dpo data: {summary['pairs']} pairs {summary['by_kind']}; skipped {summary['skipped']}; {scrubbed}", flush=True)
     bad = [s for s in prefs.ledger.skipped if s.reason not in ("unpaired", "superseded")]
     for s in bad[:20]:
         print(f"dpo data: skipped {s.source}:{s.line}: {s.reason} {s.detail}", flush=True)

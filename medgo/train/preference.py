@@ -21,6 +21,12 @@ in the same order give the same rows in the same order):
 * Whitespace is normalised (runs of spaces collapse, lines are stripped, at most one blank line);
   a pair whose chosen equals its rejected, and a repeat of an earlier pair, are dropped.
 
+* De-identified by default: every prompt, answer and correction passes through
+  :func:`medgo.corpus.phi.deidentify` before pairing (names, phones, ID and record numbers...
+  become typed placeholders), and ``summary.json`` counts the replacements by type under
+  ``deidentified``.  ``raw_unsafe=True`` (the DPO config's ``data.raw_feedback_unsafe``) keeps
+  the text as the doctors typed it; the summary then says ``"deidentified": null``.
+
 Nothing is lost silently: every record that gives no pair is counted by reason in
 ``summary.json`` and written, with its file and line, to ``skipped.jsonl``.  Rows are in TRL's
 conversational preference format: ``prompt`` is a list of ``{role, content}`` messages,
@@ -35,10 +41,11 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from medgo.config import REPO_ROOT
+from medgo.corpus import phi
 
 ACCEPTABLE, UNACCEPTABLE = "acceptable", "unacceptable"
 ROLES = ("system", "user", "assistant")
@@ -307,6 +314,30 @@ def drop_bad_pairs(pairs: list[Pair], ledger: Ledger) -> list[Pair]:
     return list(kept.values())
 
 
+# ----------------------------------------------------------------------------- de-identification
+
+
+def scrub(text: str | None, counts: Counter) -> str | None:
+    """``text`` with identifiers replaced by typed placeholders; the replacements are added to ``counts``."""
+    if not text:
+        return text
+    clean, found = phi.deidentify(text)
+    counts.update(found)
+    return clean
+
+
+def scrub_context(context: tuple[tuple[str, str], ...], counts: Counter) -> tuple[tuple[str, str], ...]:
+    return tuple((role, scrub(content, counts)) for role, content in context)
+
+
+def deidentify_judgement(j: Judgement, counts: Counter) -> Judgement:
+    return replace(j, context=scrub_context(j.context, counts), answer=scrub(j.answer, counts), corrected=scrub(j.corrected, counts))
+
+
+def deidentify_pair(p: Pair, counts: Counter) -> Pair:
+    return replace(p, context=scrub_context(p.context, counts), chosen=scrub(p.chosen, counts), rejected=scrub(p.rejected, counts))
+
+
 # ----------------------------------------------------------------------------- the set
 
 
@@ -317,6 +348,8 @@ class PreferenceSet:
     pairs: list[Pair]
     ledger: Ledger
     sources: dict[str, list[str]]
+    deidentified: Counter | None = None
+    """Identifiers replaced, by type; None when built with ``raw_unsafe``."""
 
     def rows(self) -> list[dict]:
         return [p.row() for p in self.pairs]
@@ -329,6 +362,7 @@ class PreferenceSet:
             "skipped": self.ledger.reasons(),
             "skipped_total": len(self.ledger.skipped),
             "first_skipped": [asdict(s) for s in self.ledger.skipped[:max_listed]],
+            "deidentified": None if self.deidentified is None else dict(sorted(self.deidentified.items())),
         }
 
     def write(self, out_dir: str | Path) -> Path:
@@ -358,16 +392,19 @@ def _row_schema():
 ROW_SCHEMA = _row_schema()
 
 
-def build_preferences(feedback: Iterable[str] = (), pairs: Iterable[str] = ()) -> PreferenceSet:
-    """Read feedback files (oldest round first) and ready-made pair files; see the module docstring."""
-    ledger = Ledger()
+def build_preferences(feedback: Iterable[str] = (), pairs: Iterable[str] = (), raw_unsafe: bool = False) -> PreferenceSet:
+    """Read feedback files (oldest round first) and ready-made pair files, de-identified unless
+    ``raw_unsafe``; see the module docstring."""
+    ledger, counts = Ledger(), Counter()
     feedback_paths, pair_paths = expand_paths(feedback), expand_paths(pairs)
     judgements = [j for path in feedback_paths for origin, rec in read_jsonl(path, ledger) if (j := parse_judgement(rec, origin, ledger))]
+    judgements = judgements if raw_unsafe else [deidentify_judgement(j, counts) for j in judgements]
     latest = newest_judgements(judgements, ledger)
     built = [p for group in group_by_context(latest).values() for p in pairs_for_context(group, ledger)]
-    built += [p for path in pair_paths for origin, rec in read_jsonl(path, ledger) if (p := parse_pair(rec, origin, ledger))]
+    given = [p for path in pair_paths for origin, rec in read_jsonl(path, ledger) if (p := parse_pair(rec, origin, ledger))]
+    built += given if raw_unsafe else [deidentify_pair(p, counts) for p in given]
     sources = {"feedback": [str(p) for p in feedback_paths], "pairs": [str(p) for p in pair_paths]}
-    return PreferenceSet(drop_bad_pairs(built, ledger), ledger, sources)
+    return PreferenceSet(drop_bad_pairs(built, ledger), ledger, sources, None if raw_unsafe else counts)
 
 
 def load_pairs(path: str | Path):

@@ -46,10 +46,19 @@ def api_key() -> str:
     return API_KEY
 
 
+SCOPED_KEYS = {"chat": "chat-key-0123", "feedback": "feedback-key-0123", "review": "review-key-0123", "admin": "admin-key-0123"}
+"""One key per scope, named after it (``chat-only``...), in the test key file beside the all-scope ``test-all``."""
+
+
 @pytest.fixture(scope="session")
 def key_file(tmp_path_factory) -> Path:
+    """The test key file: names, scopes and SHA-256 hashes (never the keys)."""
+    from medgo.serve.security import SCOPES, hash_key
+
     path = tmp_path_factory.mktemp("secrets") / "api_keys"
-    path.write_text(f"# MedGo test keys\n{API_KEY}\nsecond-key-abcdef\n", encoding="utf-8")
+    lines = [f"test-all {','.join(SCOPES)} {hash_key(API_KEY)}  # every scope"]
+    lines += [f"{scope}-only {scope} {hash_key(key)}" for scope, key in SCOPED_KEYS.items()]
+    path.write_text("# MedGo test keys\n" + "\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 

@@ -179,10 +179,7 @@ def test_body_size_limit_is_413(runner, sqlite_url):
 def test_api_keys_enforced_on_every_route_but_healthz(runner, sqlite_url, key_file, api_key, monkeypatch):
     monkeypatch.setenv("MEDGO_TEST_KEYS", "env-key-1, env-key-2")
     app, _ = make_app(runner, sqlite_url, api_key_file=str(key_file), api_keys_env="MEDGO_TEST_KEYS")
-    calls = [("GET", "/v1/models", None), ("POST", CHAT, {"model": "medgo-tiny", "messages": MSG, "max_tokens": 2}),
-             ("POST", "/v1/completions", {"model": "medgo-tiny", "prompt": "x", "max_tokens": 2}),
-             ("POST", "/v1/feedback", {"response_id": "x", "verdict": "acceptable"}), ("GET", "/v1/feedback/export", None),
-             ("GET", "/openapi.json", None), ("GET", "/docs", None), ("GET", "/no/such/route", None)]
+    calls = [*ROUTE_CALLS, ("GET", "/openapi.json", None), ("GET", "/docs", None), ("GET", "/no/such/route", None)]
 
     async def go(key):
         async with client(app, key) as c:
@@ -190,9 +187,53 @@ def test_api_keys_enforced_on_every_route_but_healthz(runner, sqlite_url, key_fi
 
     assert run(go(None)) == [401] * len(calls) + [200]
     assert run(go("wrong-key")) == [401] * len(calls) + [200]
+    hashed = key_file.read_text(encoding="utf-8").splitlines()[1].split()[2]
+    assert run(go(hashed)) == [401] * len(calls) + [200], "the hash in the key file is not a key"
     for key in (api_key, "env-key-2"):
         statuses = run(go(key))
-        assert 401 not in statuses and statuses[:3] == [200, 200, 200]
+        assert 401 not in statuses and 403 not in statuses and statuses[:3] == [200, 200, 200]
+
+
+ROUTE_CALLS = [
+    ("GET", "/v1/models", None),
+    ("POST", CHAT, {"model": "medgo-tiny", "messages": MSG, "max_tokens": 2}),
+    ("POST", "/v1/completions", {"model": "medgo-tiny", "prompt": "x", "max_tokens": 2}),
+    ("POST", "/v1/feedback", {"response_id": "x", "verdict": "acceptable"}),
+    ("GET", "/v1/review/queue", None),
+    ("GET", "/v1/feedback/export", None),
+    ("POST", "/v1/admin/purge", {"older_than": "90d"}),
+    ("GET", "/v1/admin/audit", None),
+]
+ROUTE_SCOPE = ["chat", "chat", "chat", "feedback", "review", "admin", "admin", "admin"]
+
+
+@pytest.mark.parametrize("scope", ["chat", "feedback", "review", "admin"])
+def test_a_key_outside_its_scopes_gets_403_on_every_route(runner, sqlite_url, key_file, scope):
+    from tests.serve.conftest import SCOPED_KEYS
+
+    app, _ = make_app(runner, sqlite_url, api_key_file=str(key_file), api_keys_env=None)
+
+    async def go():
+        async with client(app, SCOPED_KEYS[scope]) as c:
+            return [await c.request(m, p, json=b) for m, p, b in ROUTE_CALLS]
+
+    responses = run(go())
+    for (method, path, _), needed, r in zip(ROUTE_CALLS, ROUTE_SCOPE, responses):
+        if needed == scope:
+            assert r.status_code in (200, 404), f"{scope} key on {method} {path}: {r.status_code} {r.text[:200]}"
+        else:
+            assert r.status_code == 403, f"{scope} key on {method} {path}: {r.status_code}"
+            assert r.json()["error"]["code"] == "insufficient_scope" and f"{scope}-only" in r.json()["error"]["message"]
+
+
+def test_bad_key_file_line_is_named(runner, sqlite_url, tmp_path):
+    path = tmp_path / "keys"
+    path.write_text("# keys\nplain-secret-key\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path}:2: expected 'NAME SCOPES sha256:HEX'"):
+        make_app(runner, sqlite_url, api_key_file=str(path))
+    path.write_text("ops chat,superuser sha256:" + "0" * 64 + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{path}:1: unknown or missing scope superuser"):
+        make_app(runner, sqlite_url, api_key_file=str(path))
 
 
 def test_missing_key_file_is_an_error(runner, sqlite_url, tmp_path):
@@ -200,30 +241,115 @@ def test_missing_key_file_is_an_error(runner, sqlite_url, tmp_path):
         make_app(runner, sqlite_url, api_key_file=str(tmp_path / "nope"))
 
 
-def test_feedback_flow_and_export(runner, store_url):
-    app, store = make_app(runner, store_url)
+def test_open_mode_warns_and_an_empty_key_file_is_not_open(runner, sqlite_url, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        open_app, _ = make_app(runner, sqlite_url, api_keys_env=None)
+    assert "the API is OPEN" in caplog.text
+    empty = tmp_path / "keys"
+    empty.write_text("# every key revoked\n", encoding="utf-8")
+    closed, _ = make_app(runner, sqlite_url, api_keys_env=None, api_key_file=str(empty))
+
+    async def go(app):
+        async with client(app) as c:
+            return (await c.get("/v1/models")).status_code
+
+    assert (run(go(open_app)), run(go(closed))) == (200, 401)
+
+
+def test_env_keys_are_named_and_warned_about(runner, sqlite_url, monkeypatch, caplog):
+    monkeypatch.setenv("MEDGO_TEST_KEYS", "k-one k-two")
+    with caplog.at_level(logging.WARNING, logger="ray.serve"):
+        app, _ = make_app(runner, sqlite_url, api_keys_env="MEDGO_TEST_KEYS")
+    assert "named env-1.. with every scope" in caplog.text
 
     async def go():
-        async with client(app) as c:
-            done = (await c.post(CHAT, json={"model": "medgo-tiny", "messages": MSG, "max_tokens": 4})).json()
-            fb = {"response_id": done["id"], "verdict": "unacceptable", "corrected_answer": "建议先测量血压。", "comment": "答非所问", "reviewer": "dr-li"}
-            first = await c.post("/v1/feedback", json=fb)
-            again = await c.post("/v1/feedback", json=fb)
-            unknown = await c.post("/v1/feedback", json={**fb, "response_id": "chatcmpl-nope"})
-            bad = await c.post("/v1/feedback", json={**fb, "verdict": "meh"})
-            export = await c.get("/v1/feedback/export")
-            return done, first, again, unknown, bad, export
+        async with client(app, "k-two") as c:
+            rid = (await c.post(CHAT, json={"model": "medgo-tiny", "messages": MSG, "max_tokens": 2})).json()["id"]
+            await c.post("/v1/feedback", json={"response_id": rid, "verdict": "acceptable"})
+            return (await c.get("/v1/feedback/export")).text
 
-    done, first, again, unknown, bad, export = run(go())
+    assert json.loads(run(go()))["reviewer"] == "env-2"
+
+
+def test_revoked_key_is_refused_without_a_restart(runner, sqlite_url, tmp_path):
+    from medgo.serve.security import add_key, revoke_key
+
+    path = tmp_path / "keys"
+    keep, gone = add_key(path, "keep", "chat"), add_key(path, "gone", "chat")
+    app, _ = make_app(runner, sqlite_url, api_keys_env=None, api_key_file=str(path))
+
+    async def go(key):
+        async with client(app, key) as c:
+            return (await c.get("/v1/models")).status_code
+
+    assert (run(go(keep)), run(go(gone))) == (200, 200)
+    revoke_key(path, "gone")
+    assert (run(go(keep)), run(go(gone))) == (200, 401)
+
+
+def test_feedback_flow_and_export(runner, store_url, key_file):
+    from tests.serve.conftest import SCOPED_KEYS
+
+    app, store = make_app(runner, store_url, api_key_file=str(key_file), api_keys_env=None)
+
+    async def go():
+        async with client(app, SCOPED_KEYS["chat"]) as chat, client(app, SCOPED_KEYS["feedback"]) as doctor, client(app, SCOPED_KEYS["admin"]) as admin:
+            done = (await chat.post(CHAT, json={"model": "medgo-tiny", "messages": MSG, "max_tokens": 4})).json()
+            fb = {"response_id": done["id"], "verdict": "unacceptable", "corrected_answer": "建议先测量血压。", "comment": "答非所问"}
+            first = await doctor.post("/v1/feedback", json=fb)
+            again = await doctor.post("/v1/feedback", json=fb)
+            unknown = await doctor.post("/v1/feedback", json={**fb, "response_id": "chatcmpl-nope"})
+            bad = await doctor.post("/v1/feedback", json={**fb, "verdict": "meh"})
+            claimed = await doctor.post("/v1/feedback", json={**fb, "reviewer": "dr-somebody-else"})
+            export = await admin.get("/v1/feedback/export")
+            return done, first, again, unknown, bad, claimed, export
+
+    done, first, again, unknown, bad, claimed, export = run(go())
     assert first.status_code == 201 and first.json()["duplicate"] is False
     assert again.status_code == 200 and again.json()["duplicate"] is True and again.json()["id"] == first.json()["id"]
     assert unknown.status_code == 404 and unknown.json()["error"]["param"] == "response_id"
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "verdict"
+    assert claimed.status_code == 400 and claimed.json()["error"]["param"] == "reviewer"
     records = [json.loads(line) for line in export.text.splitlines()]
     assert len(records) == 1 and records[0]["response_id"] == done["id"]
-    assert records[0]["answer"] == done["choices"][0]["message"]["content"] and records[0]["messages"] == MSG
-    assert records[0]["prompt"] == MSG[0]["content"]
+    assert records[0]["reviewer"] == "feedback-only", "the reviewer is the name of the key that posted the judgement"
+    assert records[0]["messages"] == MSG and records[0]["prompt"] == MSG[0]["content"]
     assert store.counts() == (1, 1)
+
+
+PHI_MSG = [{"role": "user", "content": "患者张伟，男，56岁，电话13812345678，住院号ZY20240518，头痛三天。"}]
+
+
+def test_review_export_and_purge_are_deidentified_and_audited(runner, store_url, key_file):
+    from tests.serve.conftest import SCOPED_KEYS
+
+    app, store = make_app(runner, store_url, api_key_file=str(key_file), api_keys_env=None)
+
+    async def go():
+        async with client(app, SCOPED_KEYS["chat"]) as chat, client(app, SCOPED_KEYS["review"]) as review, \
+                client(app, SCOPED_KEYS["feedback"]) as doctor, client(app, SCOPED_KEYS["admin"]) as admin:
+            rids = [(await chat.post(CHAT, json={"model": "medgo-tiny", "messages": PHI_MSG, "max_tokens": 2})).json()["id"] for _ in range(2)]
+            queue = (await review.get("/v1/review/queue")).json()
+            await doctor.post("/v1/feedback", json={"response_id": rids[0], "verdict": "acceptable", "comment": "患者张伟已复诊"})
+            after = (await review.get("/v1/review/queue")).json()
+            export = await admin.get("/v1/feedback/export", params={"limit": 5})
+            too_old = await admin.post("/v1/admin/purge", json={"older_than": "800000d"})
+            kept = (await admin.post("/v1/admin/purge", json={"older_than": "90d"})).json()
+            scrubbed = (await admin.post("/v1/admin/purge", json={"older_than": "1h", "mode": "deidentify"})).json()
+            audit = (await admin.get("/v1/admin/audit")).json()
+            return rids, queue, after, export, too_old, kept, scrubbed, audit
+
+    rids, queue, after, export, too_old, kept, scrubbed, audit = run(go())
+    assert too_old.status_code == 400 and too_old.json()["error"]["param"] == "older_than"
+    assert [i["response_id"] for i in queue["data"]] == rids[::-1] and [i["response_id"] for i in after["data"]] == [rids[1]]
+    assert "张伟" not in json.dumps(queue, ensure_ascii=False) and queue["deidentified"]["phone"] == 2
+    assert queue["data"][0]["prompt"] == "患者[姓名]，男，56岁，电话[电话]，住院号[病历号]，头痛三天。"
+    assert "张伟" not in export.text and json.loads(export.headers["X-Deidentified"]) == {"name": 2, "phone": 1, "record_number": 1}
+    assert (kept["completions"], scrubbed["completions"], scrubbed["feedback"]) == (0, 0, 0), "nothing is an hour old yet"
+    rows = [(r["actor"], r["source"], r["action"], r["rows"]) for r in reversed(audit["data"])]
+    assert rows == [("admin-only", "api", "export", 1), ("admin-only", "api", "purge", 0), ("admin-only", "api", "purge", 0)]
+    assert audit["data"][1]["arguments"] == {"older_than": "90d", "mode": "delete", "before": kept["before"]}
+    assert store.counts() == (2, 1)
 
 
 def test_200_concurrent_feedback_posts_through_the_api(runner, store_url):
@@ -232,7 +358,7 @@ def test_200_concurrent_feedback_posts_through_the_api(runner, store_url):
     async def go():
         async with client(app) as c:
             rid = (await c.post(CHAT, json={"model": "medgo-tiny", "messages": MSG, "max_tokens": 2})).json()["id"]
-            posts = [c.post("/v1/feedback", json={"response_id": rid, "verdict": ("acceptable", "unacceptable")[i % 2], "reviewer": f"dr-{i}"}) for i in range(200)]
+            posts = [c.post("/v1/feedback", json={"response_id": rid, "verdict": ("acceptable", "unacceptable")[i % 2], "comment": f"意见 {i}"}) for i in range(200)]
             return await asyncio.gather(*posts)
 
     responses = run(go())

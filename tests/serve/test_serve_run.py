@@ -51,7 +51,7 @@ def test_openai_client_streaming_and_feedback(served, tmp_path):
     assert text_completion.usage.completion_tokens == 8
 
     with httpx.Client(base_url=url, timeout=60) as http:
-        fb = {"response_id": whole.id, "verdict": "unacceptable", "corrected_answer": "需要结合病史，建议就医评估后决定。", "reviewer": "dr-test"}
+        fb = {"response_id": whole.id, "verdict": "unacceptable", "corrected_answer": "需要结合病史，建议就医评估后决定。"}
         assert http.post("/v1/feedback", json=fb).status_code == 401
         assert http.post("/v1/feedback", json=fb, headers={"Authorization": f"Bearer {key}"}).status_code == 201
 
@@ -62,3 +62,4 @@ def test_openai_client_streaming_and_feedback(served, tmp_path):
     assert records[0]["response_id"] == whole.id and records[0]["answer"] == whole.choices[0].message.content
     assert records[0]["prompt"] == question[0]["content"] and records[0]["messages"] == question
     assert records[0]["corrected_answer"] == fb["corrected_answer"]
+    assert records[0]["reviewer"] == "env-1", "the reviewer is the name of the key that posted the judgement"

@@ -1,16 +1,21 @@
-"""Feedback store on SQLite and PostgreSQL: no lost rows under concurrency, dedup, 404, export."""
+"""Feedback store on SQLite and PostgreSQL: no lost rows under concurrency, dedup, 404, export,
+de-identification, the review queue, retention (purge) and the append-only audit table."""
 
 from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from medgo.serve.store import FeedbackStore, UnknownResponse
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from medgo.serve.store import FeedbackStore, UnknownResponse, parse_age
 
 EXPORT_FIELDS = ["response_id", "created", "model", "prompt", "answer", "verdict", "corrected_answer", "comment", "reviewer", "messages"]
 ASSET = Path(__file__).resolve().parents[2] / "medgo" / "assets" / "feedback" / "feedback.jsonl"
@@ -112,3 +117,95 @@ def test_schema_creation_is_idempotent(store_url):
     assert b.counts() == (1, 0)
     a.close()
     b.close()
+
+
+PHI_PROMPT = "患者张伟，男，56岁，电话13812345678，住院号ZY20240518，身份证号11010519491231002X，头痛三天。"
+PHI_VALUES = ("张伟", "13812345678", "ZY20240518", "11010519491231002X")
+
+
+def phi_completion(rid: str, created: datetime) -> dict:
+    return completion(rid, created=created, prompt=[{"role": "user", "content": PHI_PROMPT}], answer="请患者张伟拨打13812345678复诊。")
+
+
+def stored_text(store: FeedbackStore) -> str:
+    """Every completion's and feedback row's text, as the database holds it."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT prompt, answer FROM medgo_completions")).all()
+        rows += conn.execute(text("SELECT corrected_answer, comment FROM medgo_feedback")).all()
+    return json.dumps([[str(v) for v in row] for row in rows], ensure_ascii=False)
+
+
+def audit_rows(store: FeedbackStore) -> list[dict]:
+    return list(reversed(store.audit_log()))
+
+
+def test_export_is_deidentified_unless_raw(store):
+    store.add_completion(**phi_completion("chatcmpl-p", datetime.now(timezone.utc)))
+    store.add_feedback("chatcmpl-p", "unacceptable", corrected_answer="患者张伟应复查，联系电话13812345678。", comment="患者张伟的住院号ZY20240518")
+    clean, raw, counts = io.StringIO(), io.StringIO(), Counter()
+    assert store.export_jsonl(clean, counts=counts) == 1 and store.export_jsonl(raw, raw=True) == 1
+    assert not [v for v in PHI_VALUES if v in clean.getvalue()], clean.getvalue()
+    assert all(v in raw.getvalue() for v in PHI_VALUES)
+    assert counts == {"name": 4, "phone": 3, "record_number": 2, "id_card": 1}  # the prompt repeats the message: counted once
+    record = json.loads(clean.getvalue())
+    assert "[姓名]" in record["prompt"] and record["messages"][0]["content"] == record["prompt"]
+
+
+def test_review_queue_lists_unjudged_completions_deidentified(store):
+    now = datetime.now(timezone.utc)
+    store.add_completion(**phi_completion("chatcmpl-old", now - timedelta(minutes=2)))
+    store.add_completion(**phi_completion("chatcmpl-new", now))
+    store.add_completion(**completion("chatcmpl-judged"))
+    store.add_feedback("chatcmpl-judged", "acceptable")
+    items, counts = store.review_queue(limit=10)
+    assert [i["response_id"] for i in items] == ["chatcmpl-new", "chatcmpl-old"]
+    assert not [v for v in PHI_VALUES if v in json.dumps(items, ensure_ascii=False)]
+    assert counts["phone"] == 4 and items[0]["answer"] == "请患者[姓名]拨打[电话]复诊。"
+    assert [i["response_id"] for i in store.review_queue(limit=1, offset=1)[0]] == ["chatcmpl-old"]
+
+
+@pytest.mark.parametrize("mode", ["delete", "deidentify"])
+def test_purge_removes_or_deidentifies_only_old_rows_and_is_audited(store, mode):
+    now = datetime.now(timezone.utc)
+    store.add_completion(**phi_completion("chatcmpl-old", now - timedelta(days=100)))
+    store.add_completion(**phi_completion("chatcmpl-recent", now - timedelta(days=10)))
+    store.add_feedback("chatcmpl-old", "unacceptable", corrected_answer="请患者张伟复诊。", comment="电话13812345678")
+    store.add_feedback("chatcmpl-recent", "acceptable")
+    args = {"older_than": "90d", "mode": mode}
+    result = store.purge(now - parse_age("90d"), mode, actor="tester", source="test", arguments=args)
+    assert (result["completions"], result["feedback"]) == (1, 1)
+    remaining = [r["response_id"] for r in store.iter_preferences()]
+    if mode == "delete":
+        assert remaining == ["chatcmpl-recent"] and store.counts() == (1, 1)
+    else:
+        assert remaining == ["chatcmpl-old", "chatcmpl-recent"] and result["replaced"]["name"] >= 3
+        old = next(r for r in store.iter_preferences() if r["response_id"] == "chatcmpl-old")
+        assert not [v for v in PHI_VALUES if v in json.dumps(old, ensure_ascii=False)], old
+        assert old["corrected_answer"] == "请患者[姓名]复诊。" and old["comment"] == "电话[电话]"
+    recent = stored_text(store)
+    assert "13812345678" in recent, "a completion younger than the cutoff keeps its text"
+    (row,) = audit_rows(store)
+    assert (row["actor"], row["source"], row["action"], row["arguments"], row["rows"]) == ("tester", "test", "purge", args, 1)
+    assert row["detail"]["feedback"] == 1
+
+
+def test_audit_rows_cannot_be_changed_or_deleted(store):
+    store.audit("tester", "test", "export", {"since": None}, 3)
+    store.purge(datetime.now(timezone.utc) - timedelta(days=1), "delete", actor="tester", source="test", arguments={})
+    statements = ["DELETE FROM medgo_audit", "UPDATE medgo_audit SET rows = 0"]
+    statements += ["TRUNCATE medgo_audit"] if store.engine.dialect.name == "postgresql" else []
+    for statement in statements:
+        with pytest.raises(DBAPIError, match="append-only"), store.engine.begin() as conn:
+            conn.execute(text(statement))
+    assert [(r["action"], r["rows"]) for r in audit_rows(store)] == [("export", 3), ("purge", 0)]
+
+
+@pytest.mark.parametrize("age, expected", [("90d", timedelta(days=90)), ("12w", timedelta(weeks=12)), ("48h", timedelta(hours=48))])
+def test_parse_age(age, expected):
+    assert parse_age(age) == expected
+
+
+@pytest.mark.parametrize("age", ["0d", "90", "d", "-3d", "1.5d", "90days", "", "800000d", "999999w"])
+def test_parse_age_names_the_forms(age):
+    with pytest.raises(ValueError, match="48h, 90d, 12w"):
+        parse_age(age)

@@ -104,6 +104,31 @@ def test_serve_export_round_trips_into_a_dpo_dataset(tmp_path):
     assert load_pairs(tmp_path / "data" / "pairs.parquet")[0]["prompt"] == chat
 
 
+@pytest.mark.parametrize("raw", [False, True], ids=["default", "raw_feedback_unsafe"])
+def test_dpo_data_is_deidentified_unless_the_unsafe_switch_is_set(tmp_path, tokenizer, capsys, raw):
+    from medgo.train.dpo import build_data
+
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    chat = [{"role": "user", "content": "患者张伟，电话13812345678，住院号ZY20240518，能喝咖啡吗？"}]
+    store = FeedbackStore(url)
+    store.add_completion(**completion("c1", chat, "可以少量饮用。"))
+    store.add_feedback("c1", "unacceptable", corrected_answer="患者张伟应少量饮用，复诊请拨13812345678。")
+    store.close()
+    out = tmp_path / "feedback.jsonl"
+    assert main(["serve", "export", "--database", url, "--output", str(out), "--raw-unsafe"]) == 0  # the worst case: a raw export
+    cfg = load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", [f"data.feedback={out}", "data.pairs=[]", f"data.raw_feedback_unsafe={str(raw).lower()}"])
+    path, summary = build_data(cfg, tokenizer, tmp_path / "run")
+    text = json.dumps(load_pairs(path).to_list(), ensure_ascii=False)
+    log = capsys.readouterr().out
+    if raw:
+        assert "张伟" in text and summary["deidentified"] is None
+        assert "WARNING data.raw_feedback_unsafe is set" in log
+    else:
+        assert not [v for v in ("张伟", "13812345678", "ZY20240518") if v in text], text
+        assert summary["deidentified"] == {"name": 2, "phone": 2, "record_number": 1} and "WARNING" not in log
+        assert "identifiers replaced {'name': 2, 'phone': 2, 'record_number': 1}" in log
+
+
 # ----------------------------------------------------------------------------- end to end on Ray Train
 
 

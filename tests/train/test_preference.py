@@ -152,3 +152,48 @@ def test_missing_file_is_named(tmp_path):
 @pytest.mark.parametrize(("raw", "clean"), [(" a \t b ", "a b"), ("x\r\n\r\n\r\n\ny", "x\n\ny"), ("咖啡\u3000因 ", "咖啡 因"), ("a  \nb", "a\nb")])
 def test_normalise_text(raw, clean):
     assert normalise_text(raw) == clean
+
+
+# Identifiers a doctor might type, each in a place the builder reads: system prompt, earlier turns,
+# the question, answers, corrections, and a ready-made pair.
+PLANTED = {
+    "name": ["陈静", "李娜", "王芳", "刘洋", "赵敏"],
+    "phone": ["15900001111", "021-65432198", "139 1234 5678", "13812345678"],
+    "id_card": ["11010519491231002X"],
+    "record_number": ["BA-778812", "MZ0098123", "ZY20240518"],
+}
+
+
+def planted_feedback(tmp_path) -> tuple[str, str]:
+    chat = [{"role": "system", "content": "你是医院的导诊助手，当前患者陈静，手机15900001111。"},
+            {"role": "user", "content": "姓名：李娜，女，34岁，病案号BA-778812，身份证号11010519491231002X。"},
+            {"role": "assistant", "content": "请问有什么不适？"},
+            {"role": "user", "content": "家属王芳电话021-65432198，问能否喝咖啡？"}]
+    records = [
+        judgement("r1", None, "刘洋，男，45岁，门诊号MZ0098123，可以少量饮用。", "acceptable", messages=chat),
+        judgement("r2", None, "随便喝，有事打139 1234 5678。", "unacceptable", "赵敏医生建议住院号ZY20240518患者少量饮用。", messages=chat),
+    ]
+    pair = {"prompt": "患者张伟，电话13812345678，头痛怎么办？", "chosen": "建议就医。", "rejected": "不用管。"}
+    return write_jsonl(tmp_path / "fb.jsonl", records), write_jsonl(tmp_path / "pairs.jsonl", [pair])
+
+
+def test_planted_identifiers_never_reach_the_preference_set(tmp_path):
+    fb, pairs = planted_feedback(tmp_path)
+    prefs = build_preferences(feedback=[fb], pairs=[pairs])
+    out = prefs.write(tmp_path / "data")
+    assert sorted(r["kind"] for r in prefs.rows()) == ["correction", "given", "verdict"]
+    stored = json.dumps(pq.read_table(out).to_pylist(), ensure_ascii=False) + (tmp_path / "data" / "skipped.jsonl").read_text(encoding="utf-8")
+    leaked = [value for values in PLANTED.values() for value in values + ["张伟"] if value in stored]
+    assert leaked == [], f"identifiers in the preference set: {leaked}"
+    assert "[姓名]" in stored and "[电话]" in stored and "[身份证号]" in stored and "[病历号]" in stored
+    summary = json.loads((tmp_path / "data" / "summary.json").read_text(encoding="utf-8"))
+    # the chat is read twice (two judgements), each answer and the correction once, the pair once
+    assert summary["deidentified"] == {"id_card": 2, "name": 9, "phone": 6, "record_number": 4}
+
+
+def test_raw_feedback_needs_the_unsafe_switch(tmp_path):
+    fb, pairs = planted_feedback(tmp_path)
+    raw = build_preferences(feedback=[fb], pairs=[pairs], raw_unsafe=True)
+    assert raw.summary()["deidentified"] is None
+    text = json.dumps(raw.rows(), ensure_ascii=False)
+    assert all(value in text for values in PLANTED.values() for value in values)
