@@ -30,7 +30,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-VERDICTS = ("acceptable", "unacceptable")
+from medgo.data.feedback import VERDICTS, feedback_record
+
 
 
 class Base(DeclarativeBase):
@@ -191,19 +192,19 @@ class FeedbackStore:
 
 
 def preference_record(fb: FeedbackRow, comp: CompletionRow) -> dict:
-    """One export line in the format of ``medgo/assets/feedback/feedback.jsonl``, plus ``messages``."""
+    """One export line: :mod:`medgo.data.feedback`'s record."""
     created = comp.created if comp.created.tzinfo else comp.created.replace(tzinfo=timezone.utc)
     messages = comp.prompt if isinstance(comp.prompt, list) else None
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "") if messages else comp.prompt
-    return {
-        "response_id": comp.id,
-        "created": created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "model": comp.model,
-        "prompt": question,
-        "answer": comp.answer,
-        "verdict": fb.verdict,
-        "corrected_answer": fb.corrected_answer,
-        "comment": fb.comment,
-        "reviewer": fb.reviewer,
-        "messages": messages,
-    }
+    return feedback_record(
+        response_id=comp.id,
+        created=created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        model=comp.model,
+        prompt=question,
+        answer=comp.answer,
+        verdict=fb.verdict,
+        corrected_answer=fb.corrected_answer,
+        comment=fb.comment,
+        reviewer=fb.reviewer,
+        messages=messages,
+    )
