@@ -38,7 +38,8 @@ from medgo.config import ModelConfig, TinyModelSpec, load_config
 from medgo.model import load_model, load_tokenizer
 from medgo.model.tokenizer import tokenizer_fingerprint
 from medgo.train.metrics import read_metrics
-from medgo.train.pretrain import PretrainConfig, run
+from medgo.train.pretrain import run
+from medgo.train.pretrain_config import PretrainConfig
 
 RESULTS = Path(__file__).with_name("results") / "pretrain.json"
 
@@ -103,8 +104,9 @@ def local_engine(model, args, stage: int):
     import deepspeed
     import torch.distributed as dist
 
+    from medgo.train.config import DeepSpeedSettings
     from medgo.train.deepspeed_config import deepspeed_config
-    from medgo.train.settings import BatchSettings, DeepSpeedSettings, OptimizerSettings
+    from medgo.train.pretrain_config import PretrainArguments
 
     os.environ.setdefault("LOCAL_RANK", "0")
     if not dist.is_initialized():
@@ -112,8 +114,8 @@ def local_engine(model, args, stage: int):
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
-    ds = deepspeed_config(DeepSpeedSettings(zero_stage=stage), OptimizerSettings(lr=1e-3, warmup_steps=1), BatchSettings(micro_batch_size=args.micro),
-                          world_size=1, total_steps=10**6, dtype=torch.float32, use_gpu=False)
+    train = PretrainArguments(learning_rate=1e-3, warmup_steps=1, per_device_train_batch_size=args.micro)
+    ds = deepspeed_config(DeepSpeedSettings(zero_stage=stage), train, world_size=1, total_steps=10**6, dtype=torch.float32, use_gpu=False)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config=ds)
     return engine
 
@@ -123,9 +125,9 @@ def ray_loop(args, corpus: Path, root: Path, name: str, workers: int, stage: int
     s = spec(args)
     cfg = load_config(PretrainConfig, "jobs/configs/pretrain/tiny.yaml", [
         f"run_name={name}", f"data.corpus={corpus}", f"output_dir={root}",
-        f"ray.num_workers={workers}", f"deepspeed.zero_stage={stage}", f"batch.micro_batch_size={args.micro}",
-        f"batch.max_steps={args.warmup + args.steps + 1}", "checkpoint.every_steps=1000000", "checkpoint.export=false",
-        "metrics.eval_every=1000000", "metrics.eval_blocks=1", "optim.lr=1e-3", "optim.warmup_steps=1",
+        f"ray.num_workers={workers}", f"deepspeed.zero_stage={stage}", f"train.per_device_train_batch_size={args.micro}",
+        f"train.max_steps={args.warmup + args.steps + 1}", "train.save_steps=1000000", "export.model=false",
+        "train.eval_steps=1000000", "data.eval_blocks=1", "train.learning_rate=1e-3", "train.warmup_steps=1",
         *(f"model.tiny.{k}={v}" for k, v in s.model_dump().items()),
     ])
     result = run(cfg)
@@ -138,16 +140,16 @@ def breakdown_fn(config: dict) -> dict:
     import ray.train
     from torch.profiler import ProfilerActivity, profile
 
+    from medgo.train.config import DeepSpeedSettings
     from medgo.train.data import BlockStream
     from medgo.train.deepspeed_config import deepspeed_config
     from medgo.train.launcher import build_engine
-    from medgo.train.settings import BatchSettings, DeepSpeedSettings, OptimizerSettings
+    from medgo.train.pretrain_config import PretrainArguments
 
     cfg = ModelConfig.model_validate(config["model"])
     tok = load_tokenizer()
-    batch = BatchSettings(micro_batch_size=config["micro"])
-    ds = deepspeed_config(DeepSpeedSettings(), OptimizerSettings(warmup_steps=1), batch, world_size=ray.train.get_context().get_world_size(),
-                          total_steps=10**6, dtype=torch.float32, use_gpu=False)
+    train = PretrainArguments(warmup_steps=1, per_device_train_batch_size=config["micro"])
+    ds = deepspeed_config(DeepSpeedSettings(), train, world_size=ray.train.get_context().get_world_size(), total_steps=10**6, dtype=torch.float32, use_gpu=False)
     engine, _ = build_engine(cfg, tok, ds, torch.device("cpu"), False)
     stream = BlockStream(ray.train.get_dataset_shard("train"), config["micro"], tok.pad_token_id)
 

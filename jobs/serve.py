@@ -1,8 +1,8 @@
 """Serve MedGo on a cluster from a job (the job's driver keeps the application running).
 
-    ray job submit --working-dir . -- python jobs/serve.py serve_configs/qwen2-72b.yaml
+    ray job submit --working-dir . -- python jobs/serve.py serve_configs/qwen2_72b.yaml
 
-``serve deploy serve_configs/qwen2-72b.yaml`` is the usual way; this wrapper checks the config
+``serve deploy serve_configs/qwen2_72b.yaml`` is the usual way; this wrapper checks the config
 first.  A cluster started with ``ray start --head`` uses token authentication: submit with
 ``RAY_AUTH_MODE=token`` and the token in ``~/.ray/auth_token``.
 """

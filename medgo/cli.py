@@ -40,14 +40,14 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "generate": Command("medgo.model.generate:GenerateConfig", "medgo.model.generate:run", "reply to one chat prompt", configs="generate", quiet=True),
+    "generate": Command("medgo.generate:GenerateConfig", "medgo.generate:run", "reply to one chat prompt", configs="generate", quiet=True),
     "corpus build": Command("medgo.corpus.config:CorpusConfig", "medgo.corpus.build:run", "clean, deduplicate, de-identify, decontaminate and pack a corpus", configs="corpus", flags={"--output": "output_dir"}, quiet=True),
     "eval run": Command("medgo.eval.config:EvalConfig", "medgo.eval.run:run", "generate, parse and score CBLUE/ClinicalQA for one or more models; write the report", configs="eval", flags={"--output": "output_dir"}, quiet=True),
     "eval predict": Command("medgo.eval.config:EvalConfig", "medgo.eval.predict:run", "answer the CBLUE test sets (--split test) and write the leaderboard submission files and zip (--format promptcblue: PromptCBLUE predictions)", configs="eval", flags={"--output": "output_dir", "--split": "cblue.split", "--format": "cblue.metric_set"}, quiet=True),
     "plan": Command("medgo.plan:PlanConfig", "medgo.plan:run", "ZeRO-3 memory per GPU, FLOPs and wall-clock time of a pre-training run", configs="plan", flags={"--output": "output_dir"}),
-    "pretrain": Command("medgo.train.pretrain:PretrainConfig", "medgo.train.pretrain:run", "continued pre-training on Ray Train + DeepSpeed ZeRO-3", configs="pretrain", flags={"--output": "output_dir", "--corpus": "data.corpus"}, quiet=True),
-    "sft": Command("medgo.train.sft:SFTConfig", "medgo.train.sft:run", "supervised fine-tuning with LoRA (TRL SFTTrainer) on Ray Train + DeepSpeed ZeRO-3", configs="sft", flags={"--output": "output_dir", "--base": "model.base_model"}, quiet=True),
-    "dpo": Command("medgo.train.dpo:DPOConfig", "medgo.train.dpo:run", "DPO from doctors' feedback (TRL DPOTrainer + LoRA) on Ray Train + DeepSpeed ZeRO-3", configs="dpo", flags={"--output": "output_dir", "--base": "model.base_model", "--adapter": "model.adapter", "--feedback": "data.feedback"}, quiet=True),
+    "pretrain": Command("medgo.train.pretrain_config:PretrainConfig", "medgo.train.pretrain:run", "continued pre-training on Ray Train + DeepSpeed ZeRO-3", configs="pretrain", flags={"--output": "output_dir", "--corpus": "data.corpus"}, quiet=True),
+    "sft": Command("medgo.train.sft_config:SFTConfig", "medgo.train.sft:run", "supervised fine-tuning with LoRA (TRL SFTTrainer) on Ray Train + DeepSpeed ZeRO-3", configs="sft", flags={"--output": "output_dir", "--base": "model.base_model"}, quiet=True),
+    "dpo": Command("medgo.train.dpo_config:DPOConfig", "medgo.train.dpo:run", "DPO from doctors' feedback (TRL DPOTrainer + LoRA) on Ray Train + DeepSpeed ZeRO-3", configs="dpo", flags={"--output": "output_dir", "--base": "model.base_model", "--adapter": "model.adapter", "--feedback": "data.feedback"}, quiet=True),
     "eval score": Command(None, "medgo.eval.score_cli:main", "score existing predictions: --task TASK --gold FILE --pred FILE, or --format promptcblue"),
     "serve": Command(None, "medgo.serve.cli:main", "serve on Ray Serve with an OpenAI-compatible API (serve_configs/local.yaml); 'serve export' writes de-identified feedback JSONL, 'serve purge' applies retention, 'serve keys' manages API keys"),
 }
@@ -95,14 +95,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def stage_console(name: str, cfg) -> console.Console | nullcontext:
-    """The running console (``medgo.quickstart``'s), or one logging to ``<output_dir>/logs/`` (a corpus:
-    beside it, as the corpus directory must hold only the corpus)."""
+    """The running console (``medgo.quickstart``'s), or one logging to ``<output_dir>/logs/``."""
     if console.active() is not None:
         return nullcontext(console.active())
     if console.verbose():
         return console.Console(None)
-    folder = Path(cfg.output_dir).parent if name == "corpus build" else Path(cfg.output_dir)
-    return console.Console(console.log_path_for(folder, name))
+    return console.Console(console.log_path_for(Path(cfg.output_dir), name))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,13 +4,15 @@ Every stage owns one config class (a subclass of :class:`StageConfig`) and ships
 under ``jobs/configs/<stage>/``.  Loading validates everything before any worker starts;
 an unknown or mistyped key is a :class:`ConfigError` that names the key and the file::
 
-    cfg = load_config(PretrainConfig, "jobs/configs/pretrain/tiny.yaml", ["train.lr=1e-3"])
+    cfg = load_config(PretrainConfig, "jobs/configs/pretrain/tiny.yaml", ["train.learning_rate=1e-3"])
+
+A key a stage has renamed (its ``renamed`` table) is refused with the new name, never read as an alias.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -75,9 +77,18 @@ class RayConfig(Section):
 class StageConfig(Section):
     """Base for a stage's top-level config."""
 
+    stage: ClassVar[str] = "stage"
+    """The stage's name: the folder of its run directories."""
+    renamed: ClassVar[dict[str, str]] = {}
+    """Old key -> its new name(s); an old key is an error that names the new one."""
+
     run_name: str = "default"
     output_dir: str = "runs"
     """Parent of the run directory ``<output_dir>/<stage>/<run_name>``."""
+
+    def run_dir(self) -> Path:
+        """``<output_dir>/<stage>/<run_name>``, absolute (not created)."""
+        return Path(self.output_dir).expanduser().resolve() / self.stage / self.run_name
 
 
 C = TypeVar("C", bound=StageConfig)
@@ -128,8 +139,28 @@ def _describe(err: ValidationError, source: str) -> str:
     return f"invalid config {source}: " + "; ".join(lines)
 
 
+def _keys(data, prefix: str = "") -> list[str]:
+    """Every dotted key path of a nested dict (a section and each key inside it)."""
+    if not isinstance(data, dict):
+        return []
+    out = []
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        out += [path, *_keys(value, path + ".")]
+    return out
+
+
+def check_renamed(cls: type, data: dict | None, source: str) -> None:
+    """ConfigError naming each renamed key found in ``data`` and what it is called now."""
+    table = getattr(cls, "renamed", {})
+    old = [k for k in _keys(data or {}) if k in table]
+    if old:
+        raise ConfigError(f"invalid config {source}: " + "; ".join(f"key '{k}' is now '{table[k]}'" for k in old))
+
+
 def build_config(cls: type[C], data: dict | None, source: str = "<dict>") -> C:
     """Validate a plain dict into ``cls``; errors name every bad key."""
+    check_renamed(cls, data, source)
     try:
         return cls.model_validate(data or {})
     except ValidationError as err:

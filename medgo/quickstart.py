@@ -24,7 +24,7 @@ def steps(runs: str) -> list[list[str]]:
     corpus, model = f"{runs}/corpus/tiny", f"{runs}/pretrain/tiny/model"
     sft, dpo = f"{runs}/sft/tiny/adapter", f"{runs}/dpo/tiny/adapter"
     return [
-        ["corpus", "build", "--config", "jobs/configs/corpus/tiny.yaml", "--output", corpus],
+        ["corpus", "build", "--config", "jobs/configs/corpus/tiny.yaml", "--output", runs],
         ["pretrain", "--config", "jobs/configs/pretrain/tiny.yaml", "--output", runs, "--corpus", corpus],
         ["sft", "--config", "jobs/configs/sft/tiny.yaml", "--output", runs, "--base", model],
         ["dpo", "--config", "jobs/configs/dpo/tiny.yaml", "--output", runs, "--base", model, "--adapter", sft],

@@ -8,7 +8,7 @@ import pytest
 
 from medgo.cli import COMMANDS, _resolve, main
 from medgo.config import CONFIG_ROOT, ConfigError, apply_overrides, load_config
-from medgo.model.generate import GenerateConfig
+from medgo.generate import GenerateConfig
 
 STAGE_OF_DIR = {cmd.configs: cmd for cmd in COMMANDS.values() if cmd.configs}
 YAMLS = sorted(CONFIG_ROOT.rglob("*.yaml"))

@@ -6,6 +6,7 @@
 ``dpo/``         preference triples; ``feedback/`` doctors' acceptable/unacceptable judgements
 ``cblue/``       CBLUE samples in each task's native files; ``promptcblue/`` PromptCBLUE JSONL
 ``clinicalqa/``  four-option clinical multiple-choice questions (JSONL and CMMLU-style CSV)
+``architectures/``  the public Qwen2 sizes as ``config.json`` files (``medgo plan``'s presets)
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ On a multi-node cluster ``output_dir`` must be a filesystem every node can write
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -40,6 +39,7 @@ from medgo.corpus.config import CorpusConfig, resolve_path
 from medgo.corpus.decontam import EvalIndex, build_index, missing_patterns
 from medgo.corpus.dedup import Clusters, candidate_pairs, cluster, lsh_params
 from medgo.corpus.pack import ShardWriter, eos_id, load_hf_tokenizer
+from medgo.corpus.report import build_manifest, write_report
 from medgo.corpus.sources import ReadUnit, doc_ref, file_table, group_starts, group_units, list_files, needs_probe, plan_units, probe, read_group_batch, resolve_units
 from medgo.model.tokenizer import tokenizer_fingerprint
 from medgo.ray_utils import init_ray
@@ -99,7 +99,7 @@ def prepare(cfg: CorpusConfig) -> Plan:
             index = build_index(cfg.decontam.eval_files, cfg.decontam.ngram)
         except ValueError as exc:
             raise ConfigError(f"key 'decontam.eval_files': {exc}") from None
-    out = resolve_path(cfg.output_dir).resolve()
+    out = cfg.run_dir()
     check_output(out)
     units = plan_units(cfg, files)
     staging = out.parent / f".{out.name}.building"
@@ -293,14 +293,6 @@ def _pack_batch(batch: pa.Table, writers: dict[str, ShardWriter], summary: Summa
             writers[split].add(values[offsets[i] : offsets[i + 1]])
 
 
-def content_hash(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for r in rows:
@@ -318,7 +310,6 @@ def finalize(plan: Plan) -> None:
 
 def run(cfg: CorpusConfig) -> dict:
     """Build the corpus described by ``cfg``; returns the manifest."""
-    from medgo.corpus.report import build_manifest, write_report
 
     plan = prepare(cfg)
     if plan.staging.exists():

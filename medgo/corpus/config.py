@@ -9,36 +9,19 @@ relative path resolves against the current working directory.
 from __future__ import annotations
 
 import codecs
-import glob
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from medgo.config import CONFIG_ROOT, RayConfig, Section, StageConfig
+from medgo.data.paths import PACKAGE_DIR, PACKAGE_PREFIX, expand, resolve_path
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
 CONFIG_DIR = CONFIG_ROOT / "corpus"
-PACKAGE_PREFIX = "medgo://"
 FORMATS = ("jsonl", "json", "parquet", "txt", "markdown", "pdf", "docx", "html", "csv", "xlsx")
 TEXT_FORMATS = ("txt", "markdown", "csv", "html")
 """Formats read as text in a configurable ``encoding`` (default ``auto``)."""
 TABLE_FORMATS = ("csv", "xlsx")
-
-
-def resolve_path(path: str) -> Path:
-    """``medgo://x`` -> ``<medgo package>/x``; anything else as given (relative to the cwd)."""
-    if path.startswith(PACKAGE_PREFIX):
-        return PACKAGE_DIR / path[len(PACKAGE_PREFIX):]
-    return Path(path).expanduser()
-
-
-def expand(pattern: str) -> list[Path]:
-    """Files matching ``pattern`` (a path or a glob, ``**`` allowed), sorted by path."""
-    path = resolve_path(pattern)
-    if glob.has_magic(str(path)):
-        return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-    return [path] if path.is_file() else []
 
 
 def display_path(path: Path) -> str:
@@ -245,8 +228,10 @@ def sample_sources() -> list[SourceConfig]:
 class CorpusConfig(StageConfig):
     """The corpus build: sources in, cleaned/deduplicated/de-identified packed shards out."""
 
-    output_dir: str = "runs/corpus/default"
-    """The corpus directory this build writes (``manifest.json``, ``shards/``, report)."""
+    stage: ClassVar[str] = "corpus"
+
+    output_dir: str = "runs"
+    """Parent of the corpus directory ``<output_dir>/corpus/<run_name>`` this build writes (``manifest.json``, ``shards/``, report)."""
     sources: list[SourceConfig] = Field(default_factory=sample_sources, min_length=1)
     """Inputs; default: the embedded sample corpus."""
     tokenizer: str = "tiny"

@@ -239,3 +239,12 @@ def deidentify(text: str, types: tuple[str, ...] | list[str] | None = None) -> t
         if r.kind in wanted and (not r.needs or any(n in text for n in r.needs)):
             text = r.pattern.sub(_replacer(r.kind, counts, r.check), text)
     return text, counts
+
+
+def scrub(text: str | None, counts: Counter) -> str | None:
+    """``text`` de-identified (None or empty stays as it is); what was replaced is added to ``counts``."""
+    if not text:
+        return text
+    clean, found = deidentify(text)
+    counts.update(found)
+    return clean

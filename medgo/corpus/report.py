@@ -8,8 +8,10 @@ PHI is reported as counts per type, dropped documents by file and line.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -17,8 +19,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from medgo.corpus import steps  # noqa: E402
-from medgo.corpus.build import Plan, content_hash  # noqa: E402
 from medgo.corpus.dedup import Clusters, lsh_params  # noqa: E402
+
+if TYPE_CHECKING:
+    from medgo.corpus.build import Plan
 
 FORMAT = "medgo-corpus/1"
 CHART = "tokens_per_category.png"
@@ -39,6 +43,14 @@ def _by(stats_rows: list[dict], key: str) -> dict:
         else:
             e["dropped"][r["reason"]] += r["docs"]
     return {k: {**v, "dropped": dict(sorted(v["dropped"].items())), "phi": {t: n for t, n in v["phi"].items() if n}} for k, v in sorted(out.items())}
+
+
+def content_hash(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def build_manifest(plan: Plan, stats, clusters: Clusters, boilerplate, writers: dict, files: list[dict], n_quarantined: int, n_contaminated: int, read_groups: int) -> dict:

@@ -10,7 +10,7 @@ config written for a cluster's paths still loads (and is tested) anywhere.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -133,6 +133,8 @@ class ClinicalQAConfig(Section):
 class EvalConfig(StageConfig):
     """``medgo eval run``: score one or more models; the run directory is ``<output_dir>/eval/<run_name>``."""
 
+    stage: ClassVar[str] = "eval"
+
     models: list[EvalModel] = [EvalModel()]
     """One report column per model (e.g. a base model and its LoRA-tuned version)."""
     cblue: CBLUEConfig = CBLUEConfig()
@@ -154,5 +156,3 @@ class EvalConfig(StageConfig):
             raise ValueError(f"model names must be unique; repeated: {', '.join(dupes)}")
         return self
 
-    def run_dir(self) -> Path:
-        return Path(self.output_dir) / "eval" / self.run_name

@@ -2,7 +2,7 @@
 
     medgo eval run --config jobs/configs/eval/tiny.yaml
     medgo eval run --config jobs/configs/eval/compare.yaml              # two models side by side
-    ray job submit --working-dir . -- python jobs/evaluate.py --config jobs/configs/eval/production.yaml
+    ray job submit --working-dir . -- python jobs/eval.py --config jobs/configs/eval/production.yaml
 
 Before Ray starts, every input is read and checked: the config, each model's tokenizer and
 architecture config (no weights), every task file (a task whose files are missing is skipped

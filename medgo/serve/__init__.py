@@ -13,7 +13,7 @@ Run the embedded tiny model on a laptop (API at http://127.0.0.1:8000/v1)::
     medgo serve keys --key-file /etc/medgo/api_keys add dr-wang --scopes feedback,review
     medgo serve purge --older-than 90d                        # retention (or --mode deidentify)
 
-On a cluster: ``serve deploy serve_configs/qwen2-72b.yaml``.  A cluster started with
+On a cluster: ``serve deploy serve_configs/qwen2_72b.yaml``.  A cluster started with
 ``ray start --head`` uses token authentication: ``serve deploy``/``ray job submit`` then need
 ``RAY_AUTH_MODE=token`` and the token in ``~/.ray/auth_token``.
 

@@ -1,7 +1,7 @@
 """The Serve application: a FastAPI ingress deployment in front of an autoscaling model deployment.
 
     serve run serve_configs/local.yaml                 # embedded tiny model on the CPU
-    serve deploy serve_configs/qwen2-72b.yaml          # a cluster (RAY_ADDRESS / --address)
+    serve deploy serve_configs/qwen2_72b.yaml          # a cluster (RAY_ADDRESS / --address)
 
 The config's ``import_path`` is ``medgo.serve.app:build_app`` and its ``args`` are
 :class:`~medgo.serve.settings.ServeSettings`.  Deployment options in the code below are

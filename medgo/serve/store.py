@@ -38,9 +38,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from medgo.corpus.phi import deidentify
+from medgo.corpus.phi import scrub
+from medgo.data.feedback import VERDICTS, feedback_record
 
-VERDICTS = ("acceptable", "unacceptable")
 PURGE_MODES = ("delete", "deidentify")
 AGE = re.compile(r"^([1-9][0-9]{0,5})([hdw])$")
 AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
@@ -303,15 +303,6 @@ def _deidentify_rows(session: Session, old) -> dict:
     return {"completions": completions, "feedback": feedback, "replaced": dict(sorted(counts.items()))}
 
 
-def scrub(text: str | None, counts: Counter) -> str | None:
-    """``text`` de-identified (None stays None); replacements are added to ``counts``."""
-    if not text:
-        return text
-    clean, found = deidentify(text)
-    counts.update(found)
-    return clean
-
-
 def deidentify_prompt(prompt: Any, counts: Counter) -> Any:
     """A stored prompt (chat messages or raw text) de-identified."""
     if isinstance(prompt, list):
@@ -352,17 +343,17 @@ def review_record(comp: CompletionRow) -> dict:
 
 
 def preference_record(fb: FeedbackRow, comp: CompletionRow) -> dict:
-    """One export line in the format of ``medgo/assets/feedback/feedback.jsonl``, plus ``messages``."""
+    """One export line: :mod:`medgo.data.feedback`'s record."""
     messages, question = split_prompt(comp.prompt)
-    return {
-        "response_id": comp.id,
-        "created": iso(comp.created),
-        "model": comp.model,
-        "prompt": question,
-        "answer": comp.answer,
-        "verdict": fb.verdict,
-        "corrected_answer": fb.corrected_answer,
-        "comment": fb.comment,
-        "reviewer": fb.reviewer,
-        "messages": messages,
-    }
+    return feedback_record(
+        response_id=comp.id,
+        created=iso(comp.created),
+        model=comp.model,
+        prompt=question,
+        answer=comp.answer,
+        verdict=fb.verdict,
+        corrected_answer=fb.corrected_answer,
+        comment=fb.comment,
+        reviewer=fb.reviewer,
+        messages=messages,
+    )

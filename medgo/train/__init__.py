@@ -1,16 +1,19 @@
-"""Training on Ray Train + DeepSpeed: the shared launcher and one train function per stage.
+"""Training on Ray Train + DeepSpeed: one config vocabulary, one worker set-up, one train function per stage.
 
-``settings``          typed sections every stage composes (optimizer, batch, DeepSpeed, checkpoints, metrics)
-``deepspeed_config``  the DeepSpeed config dict built from those settings
-``launcher``          ``TorchTrainer`` set-up (gloo/nccl, workers, storage, failures) and the engine
+``config``            the shared sections and keys (Hugging Face ``TrainingArguments`` names): train, deepspeed, ray, metrics, debug, lora
+``<stage>_config``    a stage's config: the shared sections plus its data and extras (pretrain, sft, dpo)
+``<stage>``           the stage's ``run(cfg)`` (driver) and ``train_loop`` (worker)
+``launcher``          Ray Train's configs from the ``ray`` section, ``fit``, the DeepSpeed engine, collectives
+``worker``            the set-up every ``train_loop`` starts with
+``deepspeed_config``  the one DeepSpeed config builder
+``faults``            the one fault drill (``debug.fail_at_step``, ``debug.stop_at_step``)
+``trl_stage``         what the TRL stages share: arguments passed through to TRL, steps, resume, the adapter
+``callbacks``         the trainer callbacks of the TRL stages: metrics, checkpoints to Ray Train, the drill
+``base_model``        the base a TRL stage trains on, written where every worker can load it; merging
 ``checkpoint``        DeepSpeed checkpoints from all ranks via ``ray.train.report``; restore; HF export
 ``data``              packed corpus shards, resumable per-worker block stream
 ``metrics``           metrics.jsonl, TensorBoard, Ray gauges, loss-curve PNG
 ``flops``             parameter counts, FLOPs per token, peak FLOP/s (MFU and ``medgo plan``)
-``pretrain``          continued pre-training: ``medgo pretrain --config jobs/configs/pretrain/tiny.yaml``
-``finetune``          what the TRL stages share: LoRA, training arguments, DeepSpeed dict, Ray Train checkpoints, adapter
 ``sft_data``          SFT sources (messages, QA, diagnosis, instructions, Safety-Prompts, CBLUE) -> chat messages
-``sft``               LoRA SFT with TRL's SFTTrainer: ``medgo sft --config jobs/configs/sft/tiny.yaml``
 ``preference``        doctors' judgements (``medgo serve export``) -> DPO preference pairs
-``dpo``               DPO with LoRA from doctors' feedback: ``medgo dpo --config jobs/configs/dpo/tiny.yaml``
 """

@@ -11,7 +11,7 @@ worker that dies in between takes that report with it, and the controller would 
 before.  Each rank therefore drops a ``.complete-rank-<r>`` marker beside its files once its
 upload has returned (:func:`mark_complete`), and :func:`checkpoint_to_restore` picks whichever is
 newer: Ray's checkpoint or the newest one in storage that every rank has marked complete.  The
-pre-training loop and the TRL stages (:mod:`medgo.train.finetune`) both restore this way.
+pre-training loop and the TRL stages (:mod:`medgo.train.trl_stage`) both restore this way.
 
 :func:`export_hf_model` gathers the ZeRO-3 partitions one parameter at a time and writes a plain
 Hugging Face directory (``config.json``, ``model*.safetensors``, tokenizer files).
@@ -173,7 +173,7 @@ def latest_checkpoint_state(run_storage: str) -> TrainState | None:
     return None
 
 
-class ShardWriter:
+class SafetensorsWriter:
     """Writes tensors into safetensors files of at most ``max_bytes`` each, plus the HF index."""
 
     def __init__(self, out_dir: str | Path, max_bytes: int):
@@ -218,7 +218,7 @@ class ShardWriter:
         return final
 
 
-def export_hf_model(engine, tokenizer, out_dir: str | Path, dtype: torch.dtype, shard_gb: float, rank: int) -> Path | None:
+def export_hf_model(engine, tokenizer, out_dir: str | Path, dtype: torch.dtype, shard_bytes: int, rank: int) -> Path | None:
     """Collective over all ranks: gather each parameter, rank 0 writes a Hugging Face model directory.
 
     Tied weights appear once (``named_parameters`` yields a shared tensor once) and are re-tied
@@ -227,7 +227,7 @@ def export_hf_model(engine, tokenizer, out_dir: str | Path, dtype: torch.dtype, 
     import deepspeed
 
     module = engine.module
-    writer = ShardWriter(out_dir, int(shard_gb * 2**30)) if rank == 0 else None
+    writer = SafetensorsWriter(out_dir, shard_bytes) if rank == 0 else None
     for name, param in module.named_parameters():
         with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
             if writer is not None:

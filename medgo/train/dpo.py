@@ -7,7 +7,7 @@
 The driver turns the doctors' judgements (``data.feedback``: ``medgo serve export`` files, oldest
 round first) and ready-made ``{prompt, chosen, rejected}`` files (``data.pairs``) into preference
 pairs with :mod:`medgo.train.preference`, drops pairs whose prompt alone fills
-``data.max_length`` (counted like every other skipped record), and writes ``data/pairs.parquet``,
+``train.max_length`` (counted like every other skipped record), and writes ``data/pairs.parquet``,
 ``data/summary.json`` and ``data/skipped.jsonl``.  Every Ray Train worker then reads the Parquet and
 runs ``trl.DPOTrainer`` (gloo on CPU, nccl on GPU; ZeRO-3 through the trainer's ``deepspeed`` dict).
 
@@ -21,7 +21,7 @@ The reference policy:
   adapter keeps the SFT rank and targets).  The result is one adapter on the same base as the
   SFT adapter: serve it in place of the SFT adapter, no merging of the base needed.
 
-Checkpoints are reported to Ray Train every ``checkpoint.every_steps``; re-running the same
+Checkpoints are reported to Ray Train every ``train.save_steps``; re-running the same
 command resumes from the last one.  The run directory ``<output_dir>/dpo/<run_name>`` receives
 ``config.yaml``, ``data/``, ``metrics.jsonl`` (``loss``, ``rewards/chosen``, ``rewards/rejected``,
 ``rewards/margins``, ``rewards/accuracies``, ``lr`` per ``step``), ``loss_curve.png``,
@@ -35,102 +35,30 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from pydantic import Field, field_validator
 
 from medgo import console
-from medgo.config import ConfigError, ModelConfig, Section, save_config
-from medgo.model.loading import resolve_tokenizer_path
+from medgo.config import ConfigError, ModelConfig, save_config
+from medgo.model.loading import load_model, resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer
-from medgo.train.finetune import (
-    FinetuneConfig,
-    FinetuneTrain,
-    LoraSettings,
-    StageWorker,
-    finish_run,
-    fit_finetune,
-    load_base,
-    lora_config,
-    materialise_base,
-    plain_print,
-    run_dir_for,
-    start_worker,
-    total_steps,
-    train_and_save,
-)
-from medgo.train.launcher import storage_root
+from medgo.train import launcher
+from medgo.train.base_model import materialise_base
+from medgo.train.callbacks import stage_callbacks
+from medgo.train.dpo_config import DPOConfig
+from medgo.train.faults import check_drill
 from medgo.train.metrics import read_metrics
 from medgo.train.preference import PreferenceSet, build_preferences, load_pairs
+from medgo.train.trl_stage import finish_run, plain_print, start_trl_worker, total_steps, train_and_save, validate_trainer_args
 
-STAGE = "dpo"
-LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
-              "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")  # fmt: skip
+STAGE = DPOConfig.stage
 REFERENCE_ADAPTER = "ref"
 """Name under which TRL keeps the frozen copy of a continued adapter (the reference policy)."""
-
-
-# ----------------------------------------------------------------------------- config
-
-
-class DPOData(Section):
-    """Where the preference pairs come from."""
-
-    feedback: list[str] = ["medgo/assets/feedback/feedback.jsonl"]
-    """``medgo serve export`` files (or glob patterns), oldest feedback round first; a later judgement
-    of the same response wins.  A relative path is looked up in the working directory, then the repository."""
-    pairs: list[str] = ["medgo/assets/dpo/pairs.jsonl"]
-    """Ready-made ``{prompt, chosen, rejected}`` JSONL files (or glob patterns)."""
-    raw_feedback_unsafe: bool = False
-    """Train on prompts, answers and corrections as the doctors typed them, identifiers included.
-    Off by default: feedback and pairs are de-identified (:func:`medgo.corpus.phi.deidentify`)."""
-    max_length: int = Field(1024, gt=8)
-    """Tokens of prompt + answer; longer sequences are truncated at the end, pairs whose prompt alone
-    fills it are dropped (counted as ``prompt_too_long``)."""
-
-    @field_validator("feedback", "pairs", mode="before")
-    @classmethod
-    def _one_path_is_a_list(cls, value):
-        return [value] if isinstance(value, str) else value
-
-
-class DPOLoss(Section):
-    """The preference loss (TRL's ``DPOConfig``)."""
-
-    beta: float = Field(0.1, gt=0)
-    """Strength of the pull towards the reference policy (higher: stay closer)."""
-    loss_type: Literal[LOSS_TYPES] = "sigmoid"
-    """``sigmoid`` is the DPO paper's loss; ``ipo``, ``robust``, ``hinge``... are TRL's variants."""
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
-    """Probability that a label is flipped (``robust``/``exo_pair`` losses)."""
-    precompute_ref_log_probs: bool = False
-    """Compute the reference log-probabilities once before training (saves a forward pass per step)."""
-
-
-class DPOTrain(FinetuneTrain):
-    """Optimizer, schedule and batch (defaults for DPO: a low learning rate, one epoch)."""
-
-    learning_rate: float = Field(5e-6, gt=0)
-    epochs: float = Field(1.0, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-
-
-class DPOConfig(FinetuneConfig):
-    """DPO with LoRA: model (+ optional SFT adapter to continue), data, loss, LoRA, trainer, DeepSpeed, Ray."""
-
-    model: ModelConfig = ModelConfig()
-    """``adapter``: the SFT adapter to continue (the reference is then the SFT policy)."""
-    data: DPOData = DPOData()
-    dpo: DPOLoss = DPOLoss()
-    lora: LoraSettings = LoraSettings()
-    """The new adapter when ``model.adapter`` is unset (ignored when continuing an adapter)."""
-    train: DPOTrain = DPOTrain()
 
 
 @dataclass
 class DPOResult:
     run_dir: Path
-    adapter_dir: Path
+    adapter_dir: Path | None
+    """None when ``debug.stop_at_step`` stopped the run."""
     base_dir: Path
     """The base model the adapter applies to."""
     reference: str
@@ -158,7 +86,7 @@ def drop_long_prompts(prefs: PreferenceSet, tokenizer, max_length: int) -> Prefe
     for pair in prefs.pairs:
         n = prompt_length(tokenizer, pair.row()["prompt"])
         if n >= max_length:
-            prefs.ledger.skip(pair.origin, "prompt_too_long", f"{n} prompt tokens >= data.max_length {max_length}")
+            prefs.ledger.skip(pair.origin, "prompt_too_long", f"{n} prompt tokens >= train.max_length {max_length}")
         else:
             kept.append(pair)
     prefs.pairs = kept
@@ -173,7 +101,7 @@ def build_data(cfg: DPOConfig, tokenizer, run_dir: Path) -> tuple[Path, dict]:
         raise ConfigError(f"data: {exc}") from None
     if cfg.data.raw_feedback_unsafe:
         print("dpo data: WARNING data.raw_feedback_unsafe is set: training on raw feedback, identifiers included", flush=True)
-    prefs = drop_long_prompts(prefs, tokenizer, cfg.data.max_length)
+    prefs = drop_long_prompts(prefs, tokenizer, cfg.train.max_length)
     path = prefs.write(run_dir / "data")
     summary = prefs.summary()
     scrubbed = "not de-identified" if summary["deidentified"] is None else f"identifiers replaced {summary['deidentified']}"
@@ -210,23 +138,28 @@ def reference_of(base: ModelConfig) -> str:
 
 def run(cfg: DPOConfig) -> DPOResult:
     """Build the pairs, train on Ray Train, write the adapter and the curves."""
-    run_dir = run_dir_for(cfg.output_dir, STAGE, cfg.run_name)
+    from trl import DPOConfig as TRLDPOConfig
+
+    validate_trainer_args(TRLDPOConfig, cfg)
+    run_dir = cfg.run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     check_adapter(cfg.model)
     data, summary = build_data(cfg, load_tokenizer(resolve_tokenizer_path(cfg.model)), run_dir)
     steps = total_steps(summary["pairs"], cfg.train, cfg.ray.num_workers)
+    check_drill(cfg.debug, steps)
     base = policy_base(cfg.model, run_dir)
     print(f"dpo '{cfg.run_name}': {summary['pairs']} pairs, about {steps} optimizer steps on {cfg.ray.num_workers} workers; "
           f"reference: {reference_of(base)}", flush=True)  # fmt: skip
-    loop_config = {"cfg": cfg.model_dump(mode="json"), "base": base.model_dump(mode="json"), "run_dir": str(run_dir), "data": str(data)}
-    storage = storage_root(cfg.ray.storage_path or cfg.output_dir, STAGE)
-    result = fit_finetune(train_loop, loop_config, cfg.ray, cfg.checkpoint, run_name=cfg.run_name, storage=storage)
-    outcome = result.return_value or {}
-    last = finish_run(run_dir, STAGE, cfg.run_name)
+    outcome = launcher.fit(train_loop, cfg, launcher.loop_config(cfg, base, data=str(data))).return_value or {}
+    last = finish_run(cfg)
     plot_rewards(run_dir / "metrics.jsonl", run_dir / "rewards_curve.png", title=f"dpo {cfg.run_name}")
     console.summary(f"dpo '{cfg.run_name}': {outcome.get('step')} steps, loss {last.get('loss')}, margin {last.get('rewards/margins')}, "
           f"accuracy {last.get('rewards/accuracies')}; adapter {run_dir / 'adapter'}")  # fmt: skip
     rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
+    if outcome.get("stopped"):
+        return DPOResult(run_dir, None, Path(base.base_model), reference_of(base), int(outcome.get("step", 0)), int(outcome.get("start_step", 0)),
+                         summary["pairs"], summary, rows)  # fmt: skip
     base_dir = Path(json.loads((run_dir / "adapter" / "adapter_config.json").read_text(encoding="utf-8"))["base_model_name_or_path"])
     return DPOResult(run_dir, run_dir / "adapter", base_dir, reference_of(base), int(outcome.get("step", 0)), int(outcome.get("start_step", 0)),
                      summary["pairs"], summary, rows)  # fmt: skip
@@ -262,23 +195,19 @@ def plot_rewards(metrics_path: str | Path, png_path: str | Path, title: str = "d
 # ----------------------------------------------------------------------------- worker
 
 
-def trainer_args(w: StageWorker):
-    """TRL's ``DPOConfig``: the shared training arguments plus the preference loss and truncation."""
-    from trl import DPOConfig as TRLDPOConfig
-
-    d = w.cfg.dpo
-    return TRLDPOConfig(**w.training_kwargs, beta=d.beta, loss_type=[d.loss_type], label_smoothing=d.label_smoothing,
-                        precompute_ref_log_probs=d.precompute_ref_log_probs, max_length=w.cfg.data.max_length)  # fmt: skip
-
-
 def load_policy(base: ModelConfig, tokenizer):
     """The base model, wrapped with the SFT adapter (trainable) when one is continued."""
-    model = load_base(base.model_copy(update={"adapter": None}), tokenizer)
+    model = load_model(base.model_copy(update={"adapter": None}), tokenizer)
     if not base.adapter:
         return model
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, base.adapter, is_trainable=True)
+
+
+def peft_config(cfg: DPOConfig, base: ModelConfig):
+    """A new adapter from the ``lora`` section, or None when an SFT adapter is continued (it keeps its own)."""
+    return None if base.adapter else cfg.lora.peft()
 
 
 def drop_reference_copy(adapter_dir: Path) -> None:
@@ -288,15 +217,15 @@ def drop_reference_copy(adapter_dir: Path) -> None:
 
 def train_loop(config: dict) -> dict:
     """Runs on every Ray Train worker."""
+    from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
 
-    w = start_worker(config, DPOConfig, STAGE)
-    args = trainer_args(w)
-    model = load_policy(w.base, w.tokenizer)  # after the arguments: ZeRO-3 loads partitioned
+    w, args = start_trl_worker(config, DPOConfig, TRLDPOConfig)
+    model = load_policy(w.model, w.tokenizer)  # after the arguments: ZeRO-3 loads partitioned
     with plain_print():  # tokenizing the data set would otherwise log bytecode
         trainer = DPOTrainer(model=model, args=args, train_dataset=load_pairs(config["data"]), processing_class=w.tokenizer,
-                             peft_config=None if w.base.adapter else lora_config(w.cfg.lora), callbacks=w.callbacks)  # fmt: skip
+                             peft_config=peft_config(w.cfg, w.model), callbacks=stage_callbacks(w.cfg, w.run_dir, w.run_storage))  # fmt: skip
     outcome = train_and_save(trainer, w.run_dir / "adapter", w.run_storage)
-    if trainer.is_world_process_zero():
+    if trainer.is_world_process_zero() and not outcome.get("stopped"):
         drop_reference_copy(w.run_dir / "adapter")
     return outcome

@@ -2,13 +2,12 @@
 
 A stage composes these functions; nothing here is stage-specific::
 
-    result = fit(train_loop, loop_config, ray_cfg, run_name="tiny", storage="/abs/runs/pretrain",
-                 datasets={"train": ds, "validation": val}, split=["train"],
-                 keep_last=3, max_failures=3)
+    result = fit(train_loop, cfg, loop_config(cfg, cfg.model), datasets={"train": ds}, split=["train"])
 
-gloo on CPU, nccl on GPU; workers, CPUs/GPUs per worker and the storage path come from
-:class:`medgo.config.RayConfig`.  Re-running with the same ``run_name`` and ``storage`` continues
-from the newest checkpoint there (Ray Train reads the run's checkpoint snapshot).
+gloo on CPU, nccl on GPU; workers, CPUs/GPUs per worker, storage and restarts come from the
+``ray`` section, the checkpoints kept from ``train.save_total_limit`` (:func:`ray_configs`).
+Re-running with the same ``run_name`` and storage continues from the newest checkpoint there
+(Ray Train reads the run's checkpoint snapshot).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from medgo.config import ModelConfig, RayConfig
+from medgo.config import ModelConfig
 from medgo.ray_utils import init_ray
 
 
@@ -53,40 +52,53 @@ def quiet_data_context():
         ctx.enable_progress_bars, ctx.print_on_execution_start = saved
 
 
-def fit(
-    train_fn: Callable[[dict], object],
-    loop_config: dict,
-    ray_cfg: RayConfig,
-    *,
-    run_name: str,
-    storage: str,
-    datasets: dict,
-    split: list[str],
-    keep_last: int,
-    max_failures: int,
-):
-    """Run ``train_fn`` on ``ray_cfg.num_workers`` workers; returns Ray Train's ``Result``."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+def ray_configs(cfg) -> dict:
+    """Ray Train's configs for a training stage config: scaling, backend, run (storage, failures, checkpoints kept)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig
 
-    init_ray(ray_cfg.address)
+    ray_cfg = cfg.ray
     resources = {"CPU": ray_cfg.cpus_per_worker}
     if ray_cfg.use_gpu:
         resources["GPU"] = ray_cfg.gpus_per_worker or 1
+    return {
+        "scaling_config": ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu, resources_per_worker=resources, placement_strategy=ray_cfg.placement_strategy),
+        "torch_config": TorchConfig(backend="nccl" if ray_cfg.use_gpu else "gloo"),
+        "run_config": RunConfig(
+            name=cfg.run_name,
+            storage_path=cfg.storage(),
+            failure_config=FailureConfig(max_failures=ray_cfg.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.save_total_limit),
+        ),
+    }
+
+
+def loop_config(cfg, model: ModelConfig, **extra) -> dict:
+    """What every worker starts from (:func:`medgo.train.worker.start_worker`): the stage config, the
+    model to load, the run directory and the run's checkpoint storage, plus the stage's ``extra``."""
+    return {"cfg": cfg.model_dump(mode="json"), "model": model.model_dump(mode="json"), "run_dir": str(cfg.run_dir()),
+            "run_storage": f"{cfg.storage()}/{cfg.run_name}", **extra}  # fmt: skip
+
+
+def fit(train_fn: Callable[[dict], object], cfg, loop: dict, *, datasets: dict | None = None, split: list[str] | None = None):
+    """Run ``train_fn`` on ``cfg.ray.num_workers`` workers (gloo on CPU, nccl on GPU); returns Ray Train's ``Result``.
+
+    The console follows the progress the workers write into the run directory.
+    """
+    from ray.train import DataConfig
+    from ray.train.torch import TorchTrainer
+
+    from medgo import console
+
+    init_ray(cfg.ray.address)
+    console.follow(Path(loop["run_dir"]) / console.PROGRESS_FILE)
     with quiet_data_context():  # the trainer hands the driver's DataContext to its workers
         return TorchTrainer(
             train_fn,
-            train_loop_config=loop_config,
-            scaling_config=ScalingConfig(num_workers=ray_cfg.num_workers, use_gpu=ray_cfg.use_gpu, resources_per_worker=resources, placement_strategy=ray_cfg.placement_strategy),
-            torch_config=TorchConfig(backend="nccl" if ray_cfg.use_gpu else "gloo"),
-            run_config=RunConfig(
-                name=run_name,
-                storage_path=storage,
-                failure_config=FailureConfig(max_failures=max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=keep_last),
-            ),
-            datasets=datasets,
-            dataset_config=DataConfig(datasets_to_split=split, execution_options=ordered_ingest()),
+            train_loop_config=loop,
+            **ray_configs(cfg),
+            datasets=datasets or {},
+            dataset_config=DataConfig(datasets_to_split=split or [], execution_options=ordered_ingest()),
         ).fit()
 
 
@@ -106,13 +118,18 @@ def build_engine(model_cfg: ModelConfig, tokenizer, ds_config: dict, device, act
     keepalive = None
     if ds_config["zero_optimization"]["stage"] == 3 and not is_tiny(model_cfg):
         keepalive = HfDeepSpeedConfig(ds_config)
-    model = load_model(model_cfg, tokenizer)
-    if activation_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = checkpoint_activations(load_model(model_cfg, tokenizer), activation_checkpointing)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     engine, *_ = deepspeed.initialize(model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=ds_config)
     return engine, keepalive
+
+
+def checkpoint_activations(model, enabled: bool):
+    """``train.activation_checkpointing`` on a model the loop drives itself (pre-training); returns the model."""
+    if enabled:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
 
 
 def all_reduce_sum(values: list[float], device) -> list[float]:

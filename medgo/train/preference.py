@@ -1,7 +1,7 @@
 """Doctors' judgements of the model's own answers -> DPO preference pairs.
 
     pairs = build_preferences(feedback=["runs/serve/feedback-round1.jsonl", "runs/serve/feedback-round2.jsonl"],
-                              pairs=["medgo/assets/dpo/pairs.jsonl"])
+                              pairs=["medgo://assets/dpo/pairs.jsonl"])
     pairs.write("runs/dpo/tiny/data")     # pairs.parquet, summary.json, skipped.jsonl
 
 Feedback files are what ``medgo serve export`` writes (one judgement per line: ``response_id,
@@ -35,31 +35,18 @@ conversational preference format: ``prompt`` is a list of ``{role, content}`` me
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from medgo.config import REPO_ROOT
-from medgo.corpus import phi
+from medgo.corpus.phi import scrub
+from medgo.data.feedback import ACCEPTABLE, UNACCEPTABLE, feedback_context, normalise_text, parse_messages, text_field
+from medgo.data.paths import expand
 
-ACCEPTABLE, UNACCEPTABLE = "acceptable", "unacceptable"
-ROLES = ("system", "user", "assistant")
 PAIRS_FILE, SUMMARY_FILE, SKIPPED_FILE = "pairs.parquet", "summary.json", "skipped.jsonl"
-
-_SPACES = re.compile(r"[^\S\n]+")
-_BLANK_LINES = re.compile(r"\n{3,}")
-
-
-def normalise_text(text: str) -> str:
-    """Collapse runs of spaces/tabs (full-width spaces included), strip every line, keep at most one blank line."""
-    lines = (_SPACES.sub(" ", line).strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"))
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
-
 
 # ----------------------------------------------------------------------------- records
 
@@ -144,22 +131,11 @@ def where(origin: tuple[str, int]) -> str:
 # ----------------------------------------------------------------------------- reading
 
 
-def matches(pattern: str) -> list[Path]:
-    """Files named by ``pattern`` (a path or a glob), sorted; a relative one is looked up in the
-    working directory, then in the repository."""
-    candidates = [pattern] if Path(pattern).is_absolute() else [pattern, str(REPO_ROOT / pattern)]
-    for candidate in candidates:
-        found = sorted(glob.glob(candidate)) if glob.has_magic(candidate) else [candidate]
-        if found and all(Path(f).is_file() for f in found):
-            return [Path(f) for f in found]
-    return []
-
-
 def expand_paths(patterns: Iterable[str]) -> list[Path]:
     """Every file named by ``patterns``, in order; a pattern that names no file is an error."""
     paths: list[Path] = []
     for pattern in patterns:
-        found = matches(pattern)
+        found = expand(pattern)
         if not found:
             raise FileNotFoundError(f"preference data not found: {pattern}")
         paths += found
@@ -183,37 +159,6 @@ def read_jsonl(path: Path, ledger: Ledger) -> Iterator[tuple[tuple[str, int], di
                 ledger.skip(origin, "not_an_object", type(record).__name__)
                 continue
             yield origin, record
-
-
-def text_field(record: dict, key: str) -> str | None:
-    """The normalised string at ``key``; None when absent, null, empty or not a string."""
-    value = record.get(key)
-    if not isinstance(value, str):
-        return None
-    return normalise_text(value) or None
-
-
-def parse_messages(value) -> tuple[tuple[str, str], ...] | None:
-    """A chat as ``((role, content), ...)``; None unless a non-empty list of well-formed messages."""
-    if not isinstance(value, list) or not value:
-        return None
-    out = []
-    for m in value:
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            return None
-        out.append((m["role"], normalise_text(m["content"])))
-    return tuple(out)
-
-
-def feedback_context(record: dict) -> tuple[tuple[tuple[str, str], ...] | None, str]:
-    """``(context, reason)``: the chat before the answer, or None and why it cannot be used."""
-    if "messages" in record and record["messages"] is None:
-        return None, "text_completion"
-    if record.get("messages") is not None:
-        context = parse_messages(record["messages"])
-        return context, "" if context else "bad_messages"
-    prompt = text_field(record, "prompt")
-    return ((("user", prompt),), "") if prompt else (None, "missing_prompt")
 
 
 def parse_judgement(record: dict, origin: tuple[str, int], ledger: Ledger) -> Judgement | None:
@@ -315,15 +260,6 @@ def drop_bad_pairs(pairs: list[Pair], ledger: Ledger) -> list[Pair]:
 
 
 # ----------------------------------------------------------------------------- de-identification
-
-
-def scrub(text: str | None, counts: Counter) -> str | None:
-    """``text`` with identifiers replaced by typed placeholders; the replacements are added to ``counts``."""
-    if not text:
-        return text
-    clean, found = phi.deidentify(text)
-    counts.update(found)
-    return clean
 
 
 def scrub_context(context: tuple[tuple[str, str], ...], counts: Counter) -> tuple[tuple[str, str], ...]:

@@ -1,6 +1,6 @@
 """SFT data: every source format -> validated chat ``messages`` -> Parquet in the run directory.
 
-    records, bad = read_source(SFTSource(path="medgo/assets/sft/qa.jsonl", format="qa"))
+    records, bad = read_source(SFTSource(path="medgo://assets/sft/qa.jsonl", format="qa"))
 
 Formats (one reader each):
 
@@ -28,7 +28,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from medgo.config import REPO_ROOT, ConfigError, Section
+from medgo.config import ConfigError, Section
+from medgo.data.paths import resolve_path
 
 ROLES = ("system", "user", "assistant")
 Format = Literal["messages", "qa", "diagnosis", "instruction", "safety_prompts", "cblue"]
@@ -38,7 +39,7 @@ class SFTSource(Section):
     """One data source of the SFT mixture."""
 
     path: str
-    """File to read; a relative path is looked up in the working directory, then in the repository."""
+    """File to read: ``medgo://assets/...`` for an embedded sample, else a path (relative to the working directory)."""
     format: Format
     name: str | None = None
     """Name in the counts and the ``source`` column; default: the file's stem (the task for ``cblue``)."""
@@ -80,13 +81,12 @@ class RecordError(ValueError):
     """Raised by a reader for one record; becomes a :class:`BadRecord`."""
 
 
-def resolve_path(path: str) -> Path:
-    """``path`` as given if it exists, else relative to the repository; FileNotFoundError names it."""
-    p = Path(path).expanduser()
-    for candidate in (p, REPO_ROOT / p):
-        if candidate.is_file():
-            return candidate.resolve()
-    raise FileNotFoundError(f"SFT data file not found: {path}")
+def data_file(path: str) -> Path:
+    """The file a source names (``medgo://`` for the embedded samples); FileNotFoundError names it."""
+    found = resolve_path(path)
+    if not found.is_file():
+        raise FileNotFoundError(f"SFT data file not found: {path}")
+    return found.resolve()
 
 
 # ----------------------------------------------------------------------------- validation
@@ -236,7 +236,7 @@ def read_source(source: SFTSource, check: Callable[[list[dict]], None] | None = 
 
     ``check(messages)`` may add a rule of the caller's (e.g. a length limit) by raising ValueError.
     """
-    path = resolve_path(source.path)
+    path = data_file(source.path)
     good: list[list[dict]] = []
     bad: list[BadRecord] = []
     for where, item in iter_source(source, path):

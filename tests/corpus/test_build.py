@@ -78,7 +78,7 @@ def config_file(tmp_path_factory, phi):
 def built(ray_session, config_file):
     out = config_file.parent / "a"
     assert main(["corpus", "build", "--config", str(config_file), "--output", str(out)]) == 0
-    return out
+    return out / "corpus" / "tiny"
 
 
 def blocks(out, split) -> list[list[int]]:
@@ -90,7 +90,7 @@ def test_artefacts_written(built):
     for name in ("manifest.json", "report.md", "tokens_per_category.png", "quarantine.jsonl", "decontaminated.jsonl", "duplicates.jsonl", "config.yaml", "metrics.json"):
         assert (built / name).is_file(), name
     assert (built / "tokens_per_category.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not (built / "_work").exists() and not (built.parent / ".a.building").exists()
+    assert not (built / "_work").exists() and not (built.parent / ".tiny.building").exists()
     report = (built / "report.md").read_text(encoding="utf-8")
     assert "![tokens per category](tokens_per_category.png)" in report and "| crafted |" in report
 
@@ -168,7 +168,7 @@ def test_same_inputs_give_byte_identical_shards(built, config_file):
     assert {k: v for k, v in again.items() if k != "files"} == {k: v for k, v in first.items() if k != "files"}
     for split in ("train", "validation"):
         for p in first["splits"][split]["shards"]:
-            assert (built / p).read_bytes() == (config_file.parent / "b" / p).read_bytes()
+            assert (built / p).read_bytes() == (config_file.parent / "b" / "corpus" / "tiny" / p).read_bytes()
 
 
 def test_open_shards_for_training(built, tokenizer):

@@ -79,7 +79,9 @@ def test_prepare_rejects_before_any_worker(tmp_path, overrides, message):
 
 
 def test_prepare_refuses_to_overwrite_other_directories(tmp_path):
-    (tmp_path / "precious.txt").write_text("keep me")
+    taken = tmp_path / "corpus" / "default"
+    taken.mkdir(parents=True)
+    (taken / "precious.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="not a corpus directory"):
         prepare(load_config(CorpusConfig, None, [f"output_dir={tmp_path}"]))
-    assert (tmp_path / "precious.txt").read_text() == "keep me"
+    assert (taken / "precious.txt").read_text() == "keep me"

@@ -57,7 +57,7 @@ def built(ray_session, tmp_path_factory):
     ]
     cfg = CorpusConfig(output_dir=str(root / "out"), sources=sources, decontam={"enabled": False}, read={"pdf_pages": 1})
     run(cfg)
-    return root / "out"
+    return cfg.run_dir()
 
 
 def test_bad_files_are_quarantined_with_distinct_reasons(built):

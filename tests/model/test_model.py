@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medgo.config import ModelConfig
 from medgo.model import ModelLoadError, load_model, load_model_and_tokenizer, load_tokenizer
-from medgo.model.generate import GenerateConfig, chat_reply, run
+from medgo.generate import GenerateConfig, chat_reply, run
 from medgo.model.tokenizer import IM_END, IM_START, ENDOFTEXT, embedded_tokenizer_dir, tokenizer_fingerprint, train_bpe
 from medgo.assets import iter_sample_corpus
 

@@ -16,7 +16,7 @@ CONFIGS = sorted((REPO_ROOT / "serve_configs").glob("*.yaml"))
 
 
 def test_serve_configs_are_shipped():
-    assert {p.name for p in CONFIGS} >= {"local.yaml", "qwen2-72b.yaml"}
+    assert {p.name for p in CONFIGS} >= {"local.yaml", "qwen2_72b.yaml"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -32,7 +32,7 @@ def test_every_serve_config_validates(path):
 
 
 def test_production_config_targets_gpus_and_postgres():
-    raw, (settings,) = load_serve_config(REPO_ROOT / "serve_configs" / "qwen2-72b.yaml", check_paths=False)
+    raw, (settings,) = load_serve_config(REPO_ROOT / "serve_configs" / "qwen2_72b.yaml", check_paths=False)
     model = next(d for d in raw["applications"][0]["deployments"] if d["name"] == "MedGoModel")
     assert model["ray_actor_options"]["num_gpus"] >= 1 and settings.device == "cuda"
     assert settings.database_url.startswith("postgresql") and settings.api_key_file

@@ -17,7 +17,8 @@ import os
 import sys
 
 from medgo.config import load_config
-from medgo.train.pretrain import PretrainConfig, run
+from medgo.train.pretrain import run
+from medgo.train.pretrain_config import PretrainConfig
 
 STEPS, EVERY, STOP, FAIL, WORKERS, MICRO, BLOCK = 24, 4, 10, 18, 2, 4, 64
 PEAK = 1e11
@@ -28,9 +29,9 @@ def run_config(corpus, root, name: str, *overrides: str) -> PretrainConfig:
     """The tiny shipped config, shortened: 24 steps of 2 workers x 4 blocks, a checkpoint every 4 steps."""
     return load_config(PretrainConfig, "jobs/configs/pretrain/tiny.yaml", [
         f"run_name={name}", f"data.corpus={corpus}", f"output_dir={root}",
-        f"ray.num_workers={WORKERS}", f"batch.micro_batch_size={MICRO}", f"batch.max_steps={STEPS}",
-        "optim.lr=1e-2", "optim.warmup_steps=3", f"checkpoint.every_steps={EVERY}", "checkpoint.keep_last=2",
-        "metrics.eval_every=8", "metrics.eval_blocks=8", f"metrics.peak_flops_per_device={PEAK}", *overrides,
+        f"ray.num_workers={WORKERS}", f"train.per_device_train_batch_size={MICRO}", f"train.max_steps={STEPS}",
+        "train.learning_rate=1e-2", "train.warmup_steps=3", f"train.save_steps={EVERY}", "train.save_total_limit=2",
+        "train.eval_steps=8", "data.eval_blocks=8", f"metrics.peak_flops_per_device={PEAK}", *overrides,
     ])
 
 

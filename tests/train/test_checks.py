@@ -10,7 +10,8 @@ import pytest
 from medgo.config import ConfigError, load_config
 from medgo.train.checkpoint import TrainState
 from medgo.train.data import ShardMismatchError
-from medgo.train.pretrain import PretrainConfig, prepare
+from medgo.train.pretrain import prepare
+from medgo.train.pretrain_config import PretrainConfig
 
 TINY = "jobs/configs/pretrain/tiny.yaml"
 
@@ -21,7 +22,7 @@ def config(corpus, tmp_path, *overrides) -> PretrainConfig:
 
 def test_a_good_config_plans_its_steps(packed_corpus, tmp_path):
     manifest = json.loads((packed_corpus / "manifest.json").read_text())
-    plan = prepare(config(packed_corpus, tmp_path, "batch.micro_batch_size=3", "batch.grad_accum_steps=2"))
+    plan = prepare(config(packed_corpus, tmp_path, "train.per_device_train_batch_size=3", "train.gradient_accumulation_steps=2"))
     per_worker = manifest["splits"]["train"]["blocks"] // 2
     assert plan.steps_per_epoch == per_worker // 3 // 2 == plan.total_steps
     assert plan.block_size == manifest["block_size"] and plan.resume_step == 0
@@ -29,8 +30,8 @@ def test_a_good_config_plans_its_steps(packed_corpus, tmp_path):
 
 
 def test_batch_that_cannot_be_filled_names_the_keys(packed_corpus, tmp_path):
-    with pytest.raises(ConfigError, match=r"batch\.micro_batch_size .* batch\.grad_accum_steps .* ray\.num_workers"):
-        prepare(config(packed_corpus, tmp_path, "batch.micro_batch_size=512", "batch.grad_accum_steps=8"))
+    with pytest.raises(ConfigError, match=r"train\.per_device_train_batch_size .* train\.gradient_accumulation_steps .* ray\.num_workers"):
+        prepare(config(packed_corpus, tmp_path, "train.per_device_train_batch_size=512", "train.gradient_accumulation_steps=8"))
     assert not (tmp_path / "pretrain").exists(), "nothing is written for a config that fails its checks"
 
 
@@ -66,7 +67,7 @@ def test_blocks_longer_than_the_model_context(packed_corpus, tmp_path):
 
 def test_fault_injection_beyond_the_run(packed_corpus, tmp_path):
     with pytest.raises(ConfigError, match=r"debug\.fail_at_step"):
-        prepare(config(packed_corpus, tmp_path, "batch.max_steps=5", "debug.fail_at_step=9"))
+        prepare(config(packed_corpus, tmp_path, "train.max_steps=5", "debug.fail_at_step=9"))
 
 
 def test_resume_with_another_worker_count_is_refused(packed_corpus, tmp_path):
@@ -75,4 +76,4 @@ def test_resume_with_another_worker_count_is_refused(packed_corpus, tmp_path):
     TrainState(step=10, world_size=4).write(ckpt)
     with pytest.raises(ConfigError, match=r"4 workers at step 10.*ray\.num_workers=4"):
         prepare(config(packed_corpus, tmp_path))
-    assert prepare(config(packed_corpus, tmp_path, "ray.num_workers=4", "batch.micro_batch_size=1")).resume_step == 10
+    assert prepare(config(packed_corpus, tmp_path, "ray.num_workers=4", "train.per_device_train_batch_size=1")).resume_step == 10

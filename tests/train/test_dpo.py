@@ -18,8 +18,9 @@ from medgo.cli import main
 from medgo.config import ConfigError, ModelConfig, build_config, load_config
 from medgo.model.loading import load_model
 from medgo.serve.store import FeedbackStore
-from medgo.train.dpo import DPOConfig, run
-from medgo.train.finetune import QWEN2_LORA_TARGETS
+from medgo.train.config import QWEN2_LORA_TARGETS
+from medgo.train.dpo import run
+from medgo.train.dpo_config import DPOConfig
 from medgo.train.preference import build_preferences, load_pairs
 
 LOG2 = math.log(2)
@@ -29,18 +30,18 @@ LOG2 = math.log(2)
 
 
 def test_unknown_key_is_rejected_by_name():
-    with pytest.raises(ConfigError, match=r"unknown key 'dpo\.betta'"):
-        build_config(DPOConfig, {"dpo": {"betta": 0.1}})
-    with pytest.raises(ConfigError, match=r"key 'dpo\.loss_type'"):
-        build_config(DPOConfig, {"dpo": {"loss_type": "sigmoidal"}})
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.betta'"):
+        build_config(DPOConfig, {"train": {"betta": 0.1}})
+    with pytest.raises(ConfigError, match=r"key 'train\.loss_type'"):
+        build_config(DPOConfig, {"train": {"loss_type": "sigmoidal"}})
 
 
 def test_the_72b_config_carries_the_intended_settings():
     cfg = load_config(DPOConfig, "jobs/configs/dpo/qwen2_72b.yaml")
     assert cfg.ray.num_workers == 64 and cfg.ray.use_gpu and cfg.ray.gpus_per_worker == 1
     assert cfg.model.dtype == "bfloat16" and cfg.model.attn_implementation == "flash_attention_2"
-    assert cfg.deepspeed.zero_stage == 3 and cfg.dpo.beta == 0.1 and cfg.dpo.loss_type == "sigmoid"
-    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, 8, 0.05) and cfg.lora.target_modules == QWEN2_LORA_TARGETS
+    assert cfg.deepspeed.zero_stage == 3 and cfg.train.beta == 0.1 and cfg.train.loss_type == "sigmoid"
+    assert (cfg.lora.r, cfg.lora.lora_alpha, cfg.lora.lora_dropout) == (16, 8, 0.05) and cfg.lora.target_modules == QWEN2_LORA_TARGETS
     assert cfg.model.adapter and cfg.data.feedback
 
 
@@ -62,7 +63,7 @@ def test_bad_inputs_stop_the_run_before_any_worker_starts(tmp_path):
     summary = json.loads((tmp_path / "dpo" / "tiny" / "data" / "summary.json").read_text(encoding="utf-8"))
     assert summary["skipped"] == {"unpaired": 1}
     with pytest.raises(ConfigError, match="no preference pairs"):  # every prompt fills 16 tokens
-        run(load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", [*base, "data.max_length=16"]))
+        run(load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", [*base, "train.max_length=16"]))
     summary = json.loads((tmp_path / "dpo" / "tiny" / "data" / "summary.json").read_text(encoding="utf-8"))
     assert summary["skipped"] == {"prompt_too_long": 78, "unpaired": 26}
 

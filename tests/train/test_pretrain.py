@@ -127,7 +127,7 @@ def test_exported_model_equals_deepspeeds_consolidation_and_generates(reference,
 def test_one_gpu_worker_trains_in_bf16_and_reports_mfu(ray_session, packed_corpus, tmp_path):
     """On a CUDA machine: nccl, bf16 and the device's peak FLOP/s (A100/H100/H200) for MFU."""
     result = run(run_config(packed_corpus, tmp_path, "gpu", "ray.num_workers=1", "ray.use_gpu=true",
-                            "metrics.peak_flops_per_device=null", "batch.max_steps=8"))
+                            "metrics.peak_flops_per_device=null", "train.max_steps=8"))
     rows = read_metrics(result.run_dir / "metrics.jsonl")
     assert rows[-1]["loss"] < rows[0]["loss"]
     if peak_flops(torch.cuda.get_device_name()) is not None:

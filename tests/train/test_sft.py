@@ -21,9 +21,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from medgo.config import ConfigError, ModelConfig, load_config
 from medgo.model.loading import load_model_and_tokenizer
-from medgo.train.finetune import CHECKPOINT_PREFIX, materialise_base, write_model_dir
+from medgo.train.base_model import materialise_base, write_model_dir
+from medgo.train.checkpoint import CHECKPOINT_PREFIX
 from medgo.train.metrics import read_metrics
-from medgo.train.sft import SFTConfig, run
+from medgo.train.sft import run
+from medgo.train.sft_config import SFTConfig
 
 STEPS, EVERY, FAIL = 8, 3, 4
 
@@ -44,7 +46,7 @@ def sft_run(ray_session, base_dir, tmp_path_factory):
     overrides = [
         f"model.base_model={base_dir}", f"output_dir={tmp_path_factory.mktemp('runs')}", "run_name=t",
         "data.sources.0.max_samples=24", "data.sources.1.max_samples=24", "data.sources.4.max_samples=16",
-        f"train.max_steps={STEPS}", f"checkpoint.every_steps={EVERY}", f"debug.fail_at_step={FAIL}", "export_merged=true",
+        f"train.max_steps={STEPS}", f"train.save_steps={EVERY}", f"debug.fail_at_step={FAIL}", "export.merged=true",
     ]  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
@@ -121,15 +123,15 @@ def test_unknown_key_is_rejected_by_name():
     with pytest.raises(ConfigError, match="'task' is required"):
         load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", ["data.sources.0.format=cblue"])
     with pytest.raises(ConfigError, match="two sources are named qa"):
-        load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", ["data.sources.0.path=medgo/assets/sft/qa.jsonl"])
+        load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", ["data.sources.0.path=medgo://assets/sft/qa.jsonl"])
 
 
 def test_72b_config_carries_the_paper_hyper_parameters():
     cfg = load_config(SFTConfig, "jobs/configs/sft/qwen2_72b.yaml")
-    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (16, 8, 0.05)
+    assert (cfg.lora.r, cfg.lora.lora_alpha, cfg.lora.lora_dropout) == (16, 8, 0.05)
     assert set(cfg.lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     t = cfg.train
-    assert (t.epochs, t.learning_rate, t.lr_scheduler, t.warmup_ratio, t.grad_accum_steps) == (2, 2e-5, "cosine", 0.01, 4)
+    assert (t.num_train_epochs, t.learning_rate, t.lr_scheduler_type, t.warmup_steps, t.gradient_accumulation_steps) == (2, 2e-5, "cosine", 0.01, 4)
     assert cfg.ray.num_workers == 64 and cfg.ray.use_gpu and cfg.deepspeed.zero_stage == 3
     assert cfg.model.dtype == "bfloat16" and cfg.model.attn_implementation == "flash_attention_2"
     assert SFTConfig().lora == cfg.lora and SFTConfig().train.learning_rate == 2e-5  # the defaults are the paper's

@@ -11,7 +11,8 @@ import torch
 from medgo.config import load_config
 from medgo.eval.cblue import read_examples
 from medgo.eval.prompts import build_prompt, target_text
-from medgo.train.sft import SFTConfig, build_data, default_sources
+from medgo.train.sft import build_data
+from medgo.train.sft_config import SFTConfig, default_sources
 from medgo.train.sft_data import SFTSource, apply_weight, read_source
 
 CONVERSATION = [
@@ -56,7 +57,7 @@ def test_bad_records_are_reported_with_file_and_line_and_reading_goes_on(tmp_pat
 def test_too_long_prompt_is_rejected_with_its_line(tmp_path, tokenizer):
     path = tmp_path / "qa.jsonl"
     path.write_text(json.dumps({"question": "头痛" * 300, "answer": "请就诊。"}, ensure_ascii=False) + "\n", encoding="utf-8")
-    cfg = load_config(SFTConfig, None, ["data.max_length=64"])
+    cfg = load_config(SFTConfig, None, ["train.max_length=64"])
     cfg.data.sources = [SFTSource(path=str(path), format="qa")]
     summary = build_data(cfg, tokenizer, tmp_path)
     assert summary.records == 0 and summary.bad[0].where == "line 1" and "max_length=64" in summary.bad[0].reason

@@ -11,25 +11,25 @@ from safetensors.torch import load_file
 
 from medgo.config import ConfigError, ModelConfig, build_config, load_config
 from medgo.model import load_model
-from medgo.train.checkpoint import ShardWriter
+from medgo.train.checkpoint import SafetensorsWriter
 from medgo.train.data import IGNORE_INDEX, BlockStream, collate_blocks
 from medgo.train.deepspeed_config import deepspeed_config
 from medgo.train.flops import Architecture, peak_flops
 from medgo.train.metrics import MetricsSink, plot_loss_curve, read_metrics
-from medgo.train.pretrain import PretrainConfig
-from medgo.train.settings import DeepSpeedSettings, OptimizerSettings
+from medgo.train.config import DeepSpeedSettings
+from medgo.train.pretrain_config import PretrainConfig, PretrainArguments
 
 
 def test_deepspeed_config_follows_settings():
-    cfg = load_config(PretrainConfig, "jobs/configs/pretrain/tiny.yaml", ["batch.grad_accum_steps=3", "optim.warmup_steps=7"])
-    ds = deepspeed_config(cfg.deepspeed, cfg.optim, cfg.batch, world_size=2, total_steps=50, dtype=torch.float32, use_gpu=False)
-    assert ds["train_batch_size"] == cfg.batch.micro_batch_size * 3 * 2
+    cfg = load_config(PretrainConfig, "jobs/configs/pretrain/tiny.yaml", ["train.gradient_accumulation_steps=3", "train.warmup_steps=7"])
+    ds = deepspeed_config(cfg.deepspeed, cfg.train, world_size=2, total_steps=50, dtype=torch.float32, use_gpu=False)
+    assert ds["train_batch_size"] == cfg.train.per_device_train_batch_size * 3 * 2
     assert ds["zero_optimization"]["stage"] == 3 and ds["bf16"]["enabled"] is False
     assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["torch_adam"] is True
-    assert ds["optimizer"]["params"]["lr"] == cfg.optim.lr and ds["gradient_clipping"] == cfg.optim.gradient_clipping
+    assert ds["optimizer"]["params"]["lr"] == cfg.train.learning_rate and ds["gradient_clipping"] == cfg.train.max_grad_norm
     sched = ds["scheduler"]["params"]
     assert ds["scheduler"]["type"] == "WarmupCosineLR" and sched["warmup_num_steps"] == 7 and sched["total_num_steps"] == 50
-    gpu = deepspeed_config(cfg.deepspeed, cfg.optim, cfg.batch, world_size=64, total_steps=50, dtype=torch.bfloat16, use_gpu=True)
+    gpu = deepspeed_config(cfg.deepspeed, cfg.train, world_size=64, total_steps=50, dtype=torch.bfloat16, use_gpu=True)
     assert gpu["bf16"]["enabled"] is True and "torch_adam" not in gpu["optimizer"]["params"]
 
 
@@ -37,7 +37,7 @@ def test_the_72b_config_asks_for_what_the_paper_used():
     cfg = load_config(PretrainConfig, "jobs/configs/pretrain/qwen2_72b.yaml")
     assert cfg.ray.num_workers == 64 and cfg.ray.use_gpu and cfg.deepspeed.zero_stage == 3
     assert cfg.model.dtype == "bfloat16" and cfg.model.attn_implementation == "flash_attention_2"
-    assert cfg.deepspeed.activation_checkpointing
+    assert cfg.train.activation_checkpointing
 
 
 def test_settings_reject_impossible_values():
@@ -45,11 +45,15 @@ def test_settings_reject_impossible_values():
         build_config(PretrainConfig, {"deepspeed": {"zero_stage": 2, "offload_params": True}})
     with pytest.raises(ConfigError, match=r"key 'deepspeed\.zero_stage'"):
         build_config(PretrainConfig, {"deepspeed": {"zero_stage": 4}})
-    with pytest.raises(ConfigError, match="betas"):
-        build_config(PretrainConfig, {"optim": {"betas": [0.9, 1.5]}})
-    with pytest.raises(ConfigError, match=r"unknown key 'batch\.micro_batch'"):
-        build_config(PretrainConfig, {"batch": {"micro_batch": 2}})
-    assert isinstance(OptimizerSettings().betas, tuple) and DeepSpeedSettings().zero_stage == 3
+    with pytest.raises(ConfigError, match=r"key 'train\.adam_beta2'"):
+        build_config(PretrainConfig, {"train": {"adam_beta2": 1.5}})
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.micro_batch'"):
+        build_config(PretrainConfig, {"train": {"micro_batch": 2}})
+    with pytest.raises(ConfigError, match=r"key 'train\.lr_scheduler_type'"):
+        build_config(PretrainConfig, {"train": {"lr_scheduler_type": "cosine_with_restarts"}})  # DeepSpeed runs three schedules
+    with pytest.raises(ConfigError, match="whole number of steps"):
+        build_config(PretrainConfig, {"train": {"warmup_steps": 2.5}})
+    assert PretrainArguments(warmup_steps=0.1).warmup_for(45) == 5 and DeepSpeedSettings().zero_stage == 3
 
 
 def test_collate_pads_a_short_last_block():
@@ -98,7 +102,7 @@ def test_metrics_sink_drops_steps_after_the_restored_checkpoint(tmp_path):
 
 def test_shard_writer_splits_and_indexes(tmp_path):
     tensors = {f"w{i}": torch.full((256,), float(i)) for i in range(5)}  # 1 KiB each
-    writer = ShardWriter(tmp_path, max_bytes=2048)
+    writer = SafetensorsWriter(tmp_path, max_bytes=2048)
     for name, t in tensors.items():
         writer.add(name, t)
     files = writer.close()

@@ -1,6 +1,6 @@
 """Build a pre-training corpus (clean, deduplicate, de-identify, decontaminate, pack).
 
-    ray job submit --working-dir . -- python jobs/build_corpus.py --config jobs/configs/corpus/tiny.yaml --output runs/corpus/tiny
+    ray job submit --working-dir . -- python jobs/corpus.py --config jobs/configs/corpus/tiny.yaml --output runs
 """
 
 import sys

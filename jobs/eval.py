@@ -1,6 +1,6 @@
 """Evaluate models on CBLUE and ClinicalQA and write the report.
 
-    ray job submit --working-dir . -- python jobs/evaluate.py --config jobs/configs/eval/tiny.yaml
+    ray job submit --working-dir . -- python jobs/eval.py --config jobs/configs/eval/tiny.yaml
 """
 
 import sys
