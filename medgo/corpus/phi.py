@@ -4,21 +4,27 @@
     text, counts = deidentify("患者张伟，男，56岁，电话13812345678。")
     # -> "患者[姓名]，男，56岁，电话[电话]。", {"name": 1, "phone": 1}
 
-Recognisers (applied in this order, each on the output of the previous one):
+Recognisers (applied in this order; each sees the text with earlier finds masked, so spans never
+overlap; full-width digits, Latin letters and @+-./ are read as ASCII):
 
 ``email``          e-mail addresses
-``id_card``        18-digit resident ID numbers whose GB 11643-1999 check digit and birth date are valid
-``birth_date``     exact dates next to 出生/生于/出生日期/生日
-``record_number``  the identifier after 住院号, 病案号, 门诊号, 病历号, 登记号, 医保卡号 and similar words
-``bed_number``     床号 12 / 12床
-``phone``          mobile numbers (+86 optional, spaces or dashes), landlines with area code, numbers after 电话
-``address``        after 住址/家住/现住 and similar words, or starting with a province-level name, down to
-                   the house number
-``name``           Chinese names (surname list + common given-name characters) in clinical context:
-                   after 患者/姓名/家属/医师 and similar words, before "，男/女，NN岁", or before a title
+``id_card``        18-digit resident ID numbers (spaces allowed between the 6-8-4 groups) whose GB 11643-1999
+                   check digit and birth date are valid
+``birth_date``     exact dates, year-month dates and dates in Chinese numerals next to 出生/生于/出生日期/生日
+``record_number``  the identifier after 住院号, 病案号, 门诊号, 病历号, ID 号, 医保卡号 and similar words
+``bed_number``     床号 12 / 12床 / 加3床 / 床号 A07 / 床位 12-2
+``phone``          any number after a phone word (电话, 手机, 联系方式, Tel...), whether or not it looks like a
+                   real exchange; mobile numbers (+86 or (+86) optional, spaces or dashes); landlines with area code
+``address``        after 住址/地址/家住/现住 and similar words, or starting with a province-level name, down to
+                   the room number
+``name``           context rules: after 患者/姓名/家属/医师 and similar words, before "，男/女，NN岁", before a
+                   title or 先生/女士, after 姓; and a second signal for names outside those contexts: a listed
+                   surname at a name-friendly position whose few following characters ``jieba.posseg`` tags as a
+                   person (``medgo.corpus.phi_names``), or a lone surname before a title that the segmenter keeps
+                   as a token of its own (朱主任, but not 主管医师)
 
-Only the identifier is replaced: context words (住院号, 电话, 患者...) stay, and so do drug, disease and
-anatomy terms.  Counts are per type; the original values are never returned or logged.
+Only the identifier is replaced: context words (住院号, 电话, 患者...) stay, and so do drug, herb, disease,
+organism and anatomy terms.  Counts are per type; the original values are never returned or logged.
 """
 
 from __future__ import annotations
