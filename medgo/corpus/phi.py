@@ -4,21 +4,27 @@
     text, counts = deidentify("患者张伟，男，56岁，电话13812345678。")
     # -> "患者[姓名]，男，56岁，电话[电话]。", {"name": 1, "phone": 1}
 
-Recognisers (applied in this order, each on the output of the previous one):
+Recognisers (applied in this order; each sees the text with earlier finds masked, so spans never
+overlap; full-width digits, Latin letters and @+-./ are read as ASCII):
 
 ``email``          e-mail addresses
-``id_card``        18-digit resident ID numbers whose GB 11643-1999 check digit and birth date are valid
-``birth_date``     exact dates next to 出生/生于/出生日期/生日
-``record_number``  the identifier after 住院号, 病案号, 门诊号, 病历号, 登记号, 医保卡号 and similar words
-``bed_number``     床号 12 / 12床
-``phone``          mobile numbers (+86 optional, spaces or dashes), landlines with area code, numbers after 电话
-``address``        after 住址/家住/现住 and similar words, or starting with a province-level name, down to
-                   the house number
-``name``           Chinese names (surname list + common given-name characters) in clinical context:
-                   after 患者/姓名/家属/医师 and similar words, before "，男/女，NN岁", or before a title
+``id_card``        18-digit resident ID numbers (spaces allowed between the 6-8-4 groups) whose GB 11643-1999
+                   check digit and birth date are valid
+``birth_date``     exact dates, year-month dates and dates in Chinese numerals next to 出生/生于/出生日期/生日
+``record_number``  the identifier after 住院号, 病案号, 门诊号, 病历号, ID 号, 医保卡号 and similar words
+``bed_number``     床号 12 / 12床 / 加3床 / 床号 A07 / 床位 12-2
+``phone``          any number after a phone word (电话, 手机, 联系方式, Tel...), whether or not it looks like a
+                   real exchange; mobile numbers (+86 or (+86) optional, spaces or dashes); landlines with area code
+``address``        after 住址/地址/家住/现住 and similar words, or starting with a province-level name, down to
+                   the room number
+``name``           context rules: after 患者/姓名/家属/医师 and similar words, before "，男/女，NN岁", before a
+                   title or 先生/女士, after 姓; and a second signal for names outside those contexts: a listed
+                   surname at a name-friendly position whose few following characters ``jieba.posseg`` tags as a
+                   person (``medgo.corpus.phi_names``), or a lone surname before a title that the segmenter keeps
+                   as a token of its own (朱主任, but not 主管医师)
 
-Only the identifier is replaced: context words (住院号, 电话, 患者...) stay, and so do drug, disease and
-anatomy terms.  Counts are per type; the original values are never returned or logged.
+Only the identifier is replaced: context words (住院号, 电话, 患者...) stay, and so do drug, herb, disease,
+organism and anatomy terms.  Counts are per type; the original values are never returned or logged.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+
+from medgo.corpus.phi_names import INTRODUCERS, PERSON_TITLES, find_names, find_titled_surnames
 
 PLACEHOLDERS = {
     "email": "[邮箱]",
@@ -46,7 +54,7 @@ CJK = "\u4e00-\u9fff"
 # --- resident ID numbers (GB 11643-1999) -------------------------------------------------------
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
-_ID = re.compile(r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![0-9A-Za-z])")
+_ID = re.compile(r"[1-9]\d{5}[ -]?(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])[ -]?\d{3}[\dXx](?![0-9A-Za-z])")
 
 
 def id_check_digit(first17: str) -> str:
@@ -56,6 +64,7 @@ def id_check_digit(first17: str) -> str:
 
 def is_valid_id(number: str) -> bool:
     """18 characters, a real birth date and a matching check digit."""
+    number = re.sub(r"[ -]", "", number)
     if len(number) != 18 or not number[:17].isdigit():
         return False
     try:
@@ -66,21 +75,35 @@ def is_valid_id(number: str) -> bool:
 
 
 # --- dates, record numbers, beds, phones, e-mail --------------------------------------------
-_DATE = r"(?:19|20)\d{2}(?:\s*年\s*\d{1,2}\s*月\s*\d{1,2}\s*[日号]?|[-/.]\d{1,2}[-/.]\d{1,2}|(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]))"
-_BIRTH_AFTER = re.compile(rf"(?:出生日期|出生年月日|出生时间|出生于|生于|生日|DOB)\s*[：:为是]?\s*(?P<v>{_DATE})(?!\d)")
+_CN_NUM = "〇零一二三四五六七八九十"
+_DATE = (
+    r"(?:(?:19|20)\d{2}(?:\s*年\s*\d{1,2}\s*月(?:\s*\d{1,2}\s*[日号]?)?|[-/.]\d{1,2}[-/.]\d{1,2}|(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01]))"
+    rf"|[{_CN_NUM}]{{4}}年[{_CN_NUM}]{{1,2}}月(?:[{_CN_NUM}]{{1,3}}[日号])?)"
+)
+_BIRTH_AFTER = re.compile(rf"(?:出生日期|出生年月日|出生年月|出生时间|出生于|生于|生日|出生|DOB)\s*[：:为是]?\s*(?P<v>{_DATE})(?!\d)")
 _BIRTH_BEFORE = re.compile(rf"(?P<v>{_DATE})(?=\s*(?:出生|生人|生[，,。；;）)\s]))")
 RECORD_WORDS = (
     "住院号|住院号码|病案号|病案号码|门诊号|急诊号|病历号|病历编号|就诊号|就诊卡号|登记号|患者ID|病人ID|ID号|"
-    "检查号|影像号|放射号|病理号|标本号|医保卡号|医保号|社保卡号|健康卡号|诊疗卡号|住院流水号"
+    "检查号|影像号|放射号|病理号|标本号|医保卡号|医保号|社保卡号|健康卡号|诊疗卡号|住院流水号|ID\\s*号|ID"
 )
-_RECORD = re.compile(rf"(?:{RECORD_WORDS})\s*(?:为|是)?\s*[：:#＃]?\s*(?P<v>[A-Za-z]{{0,4}}-?\d[0-9A-Za-z-]{{2,23}})(?![0-9A-Za-z])")
-_BED_AFTER = re.compile(r"床号\s*(?:为|是)?\s*[：:]?\s*(?P<v>[A-Za-z]{0,5}-?\d{1,3}[A-Za-z]?)(?![0-9A-Za-z])")
-_BED_BEFORE = re.compile(r"(?P<v>\d{1,3})(?=床(?![旁边头尾位垫单上下]))")
+_RECORD = re.compile(rf"(?:{RECORD_WORDS})\s*(?:为|是)?\s*[：:#＃]?\s*(?P<v>(?:No\.?\s*)?[A-Za-z]{{0,4}}-?\d[0-9A-Za-z-]{{2,23}})(?![0-9A-Za-z])")
+_BED_VALUE = r"加?[A-Za-z]{0,5}-?\d{1,3}[A-Za-z]?(?:-\d{1,3})?"
+_BED_AFTER = re.compile(rf"(?:床号|床位号|床位)\s*(?:为|是)?\s*[：:]?\s*(?P<v>{_BED_VALUE})(?![0-9A-Za-z])")
+_BED_BEFORE = re.compile(rf"(?P<v>{_BED_VALUE})(?=床(?![旁边头尾位垫单上下]))")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_MOBILE = r"(?:(?:\+|00)?86[-\s]?)?1[3-9]\d(?:[-\s]?\d{4}){2}"
-_LANDLINE = r"(?:\(0\d{2,3}\)|（0\d{2,3}）|0\d{2,3}[-\s]?)[2-9]\d{6,7}(?:(?:-|转)\d{1,5})?"
+_MOBILE = r"(?:[(（]\+?86[)）]|(?:\+|00)?86[-\s]?)?1[3-9]\d(?:[-\s]?\d{4}){2}"
+_LOCAL = r"\d{3,4}[-\s]?\d{4}"
+_LANDLINE = (
+    r"(?:[(（]0\d{2,3}[)）]\s?|\+86[-\s]?[(（]?[1-9]\d{1,2}[)）]?[-\s]?|0[1-9]\d{1,2}[-\s]?)"
+    rf"(?:{_LOCAL})(?:(?:-|转|分机)\d{{1,5}})?"
+)
 _PHONE = re.compile(rf"(?:{_MOBILE}|{_LANDLINE})(?!\d)")
-_PHONE_LOCAL = re.compile(r"(?:电话|手机|联系方式|联系电话|手机号|手机号码|Tel|TEL|tel)\s*(?:为|是)?\s*[：:]?\s*(?P<v>\d{7,8})(?!\d)")
+# After a phone word any number is a phone number, whether or not it looks like a real exchange.
+PHONE_WORDS = "电话号码|电话|手机号码|手机号|手机|联系方式|座机|分机|传真|微信|Tel|TEL|tel|Mobile|mobile|MOB|Mob|Phone|phone|Fax|FAX"
+_PHONE_LOCAL = re.compile(
+    rf"(?:{PHONE_WORDS})(?:\s*[/、]\s*(?:{PHONE_WORDS}))*\s*(?:为|是)?\s*[.：:]?\s*(?:[（(](?!\+?\d{{1,4}}[)）]))?\s*"
+    r"(?P<v>(?:[(（]\+?\d{1,4}[)）]\s?)?(?:\+?\d[\d\s()（）-]{1,22}\d|\d{3,})(?:(?:转|分机|-)\d{1,6})?)(?!\d)"
+)
 
 # --- addresses ------------------------------------------------------------------------------
 PROVINCES = (
@@ -90,12 +113,12 @@ PROVINCES = (
 _ADMIN = rf"[{CJK}]{{1,8}}?(?:省|自治区|特别行政区|市|自治州|地区|盟|区|县|旗|镇|乡|街道)"
 _NUM = r"(?:\d+|[一二三四五六七八九十百零〇]+)"
 _ESTATE_NAME = rf"[{CJK}]{{0,10}}?(?:小区|花园|家园|公寓|新村|新城|苑|大厦|大楼|广场|宿舍|[东南西北]楼|[东南西北一二三四五六七八九十]区)"
-_UNIT_TAIL = rf"(?:院|-\d+|{_NUM}(?:号楼|号院|栋|幢|座|单元|室|房|层|楼|号)|[A-Za-z]座?|{_ESTATE_NAME})*(?:\d+(?![\d年月日岁]))?"
+_UNIT_TAIL = rf"(?:院|-\d+|{_NUM}(?:号楼|号院|栋|幢|座|单元|室|房|层|楼|号|弄|组)|[A-Za-z]座?|{_ESTATE_NAME}|[{CJK}]{{2,5}}?(?={_NUM}(?:号楼|栋|幢|座)))*(?:\d+(?![\d年月日岁]))?"
 _STREET = rf"[{CJK}\d]{{1,12}}?(?:路|街|大道|道|巷|弄|胡同|里){_NUM}(?:号|弄){_UNIT_TAIL}"
 _ESTATE = rf"[{CJK}]{{2,10}}?(?:小区|花园|家园|公寓|新村|苑|大厦){_NUM}(?:号楼|栋|幢|座){_UNIT_TAIL}"
 _VILLAGE = rf"[{CJK}]{{1,8}}?村(?:{_NUM}组(?:{_NUM}号)?|{_NUM}号)"
-_ADDRESS_BODY = rf"(?:{_ADMIN}){{0,5}}(?:{_STREET}|{_ESTATE}|{_VILLAGE})|(?:{_ADMIN}){{2,5}}(?:[{CJK}]{{1,8}}?村)?"
-ADDRESS_WORDS = "家庭住址|现住址|户籍地址|通讯地址|联系地址|居住地址|住址|家住|现住|居住于|居住在|户籍地|籍贯地址"
+_ADDRESS_BODY = rf"(?:{_ADMIN}){{0,5}}(?:{_STREET}|{_ESTATE}|{_VILLAGE})|(?:{_ADMIN}){{2,5}}(?:[{CJK}]{{1,8}}?村)?{_UNIT_TAIL}"
+ADDRESS_WORDS = "收货地址|地址|家庭住址|现住址|户籍地址|通讯地址|联系地址|居住地址|住址|家住|现住|居住于|居住在|户籍地|籍贯地址"
 _ADDRESS_AFTER = re.compile(rf"(?:{ADDRESS_WORDS})\s*[：:为是]?\s*(?P<v>{_ADDRESS_BODY})")
 _ADDRESS_PROVINCE = re.compile(
     rf"(?:{PROVINCES})(?:省|市|自治区|壮族自治区|回族自治区|维吾尔自治区|特别行政区)?(?:{_ADMIN}){{0,4}}(?:{_STREET}|{_ESTATE})"
@@ -142,6 +165,10 @@ _NAME_RELATION = re.compile(rf"(?:{NAME_BEFORE})\s*(?P<v>{_ANY_NAME})(?={_RELATI
 _NAME_CONTEXT = re.compile(rf"(?:{NAME_BEFORE})\s*(?:为|是|系)?(?P<v>{_COMMON_NAME})")  # 患者X / 医师X: common given names only
 _NAME_TITLE = re.compile(rf"(?P<v>{_COMMON_NAME})(?=(?:{NAME_TITLES}))")  # X主任 / X医生: common given names only
 _NAME_MR = re.compile(rf"(?P<v>{_SURNAME}{_GIVEN}{{0,2}})(?=(?:先生|女士))")  # 王先生 / 张伟女士
+_NAME_SURNAME_SAID = re.compile(rf"姓\s*(?P<v>{_SURNAME})(?=[\s，,。；;！!？?）)]|$)")  # 我姓冯。
+_NAME_TITLED = re.compile(rf"(?P<v>{_SURNAME})(?=(?:{PERSON_TITLES}))")  # 朱主任 / 吕阿姨, vetted by the segmenter
+_SURNAME_RE = re.compile(_SURNAME)
+_INTRODUCER = re.compile(rf"(?:{INTRODUCERS})$")
 _NAME_BEFORE_END = re.compile(rf"(?:{NAME_BEFORE})\s*$")
 _CJK_CHAR = re.compile(f"[{CJK}]")
 
@@ -184,14 +211,35 @@ _EMAIL_CHECK = _after("A-Za-z0-9._%+-")
 _CJK_CHECK = _after(CJK)
 
 
+def _segmented_names(text: str) -> list[tuple[int, int]]:
+    return find_names(text, _SURNAME_RE, _INTRODUCER, GIVEN_CHARS)
+
+
+def _titled_surnames(text: str) -> list[tuple[int, int]]:
+    return find_titled_surnames(text, _NAME_TITLED)
+
+
 @dataclass(frozen=True)
 class Recogniser:
-    """One pattern of one identifier type; ``check`` vets a match, ``needs`` is a quick pre-test."""
+    """One pattern of one identifier type; ``check`` vets a match, ``needs`` is a quick pre-test.
+    ``finder`` (instead of a pattern) returns the spans itself."""
 
     kind: str
-    pattern: re.Pattern
+    pattern: re.Pattern | None
     check: Callable[[re.Match], bool] | None = None
     needs: tuple[str, ...] = ()
+    finder: Callable[[str], list[tuple[int, int]]] | None = None
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        if self.needs and not any(n in text for n in self.needs):
+            return []
+        if self.finder is not None:
+            return self.finder(text)
+        found = []
+        for m in self.pattern.finditer(text):
+            if self.check is None or self.check(m):
+                found.append(m.span("v") if "v" in self.pattern.groupindex else m.span())
+        return found
 
 
 RECOGNISERS = [
@@ -202,8 +250,8 @@ RECOGNISERS = [
     Recogniser("record_number", _RECORD),
     Recogniser("bed_number", _BED_AFTER, needs=("床",)),
     Recogniser("bed_number", _BED_BEFORE, _BED_CHECK, needs=("床",)),
-    Recogniser("phone", _PHONE, _PHONE_CHECK),
     Recogniser("phone", _PHONE_LOCAL),
+    Recogniser("phone", _PHONE, _PHONE_CHECK),
     Recogniser("address", _ADDRESS_AFTER),
     Recogniser("address", _ADDRESS_PROVINCE),
     Recogniser("name", _NAME_AFTER_COLON, _is_name),
@@ -212,33 +260,42 @@ RECOGNISERS = [
     Recogniser("name", _NAME_CONTEXT, _name_in_context),
     Recogniser("name", _NAME_TITLE, _name_in_context),
     Recogniser("name", _NAME_MR, lambda m: _is_name(m) and _CJK_CHECK(m), needs=("先生", "女士")),
+    Recogniser("name", _NAME_SURNAME_SAID, needs=("姓",)),
+    Recogniser("name", None, finder=_titled_surnames),
+    Recogniser("name", None, finder=_segmented_names),
 ]
 
+# Full-width digits, Latin letters and @+-./ read as their ASCII forms (one character for one,
+# so spans found in the normalised text are spans of the original).
+_HALF_WIDTH = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F) if chr(c - 0xFEE0).isalnum() or chr(c - 0xFEE0) in "@+-./"}
+_MASKED = "\ue000"
 
-def _replacer(kind: str, counts: Counter, check):
-    placeholder = PLACEHOLDERS[kind]
 
-    def repl(m: re.Match) -> str:
-        if check is not None and not check(m):
-            return m.group(0)
-        counts[kind] += 1
-        if "v" not in m.re.groupindex:
-            return placeholder
-        start, end = m.span("v")
-        text = m.group(0)
-        return text[: start - m.start()] + placeholder + text[end - m.start() :]
-
-    return repl
+def find_identifiers(text: str, types: tuple[str, ...] | list[str] | None = None) -> list[tuple[int, int, str]]:
+    """Sorted (start, end, type) of every recognised identifier.  Each recogniser sees the text
+    with the identifiers found before it masked, so spans never overlap."""
+    wanted = set(types or PHI_TYPES)
+    work, found = text.translate(_HALF_WIDTH), []
+    for r in RECOGNISERS:
+        if r.kind not in wanted:
+            continue
+        spans = [(s, e) for s, e in r.spans(work) if e > s]
+        for s, e in spans:
+            work = work[:s] + _MASKED * (e - s) + work[e:]
+        found += [(s, e, r.kind) for s, e in spans]
+    return sorted(found)
 
 
 def deidentify(text: str, types: tuple[str, ...] | list[str] | None = None) -> tuple[str, Counter]:
     """Replace every recognised identifier by its typed placeholder; return text and counts per type."""
     counts: Counter = Counter()
-    wanted = set(types or PHI_TYPES)
-    for r in RECOGNISERS:
-        if r.kind in wanted and (not r.needs or any(n in text for n in r.needs)):
-            text = r.pattern.sub(_replacer(r.kind, counts, r.check), text)
-    return text, counts
+    out, pos = [], 0
+    for start, end, kind in find_identifiers(text, types):
+        out += [text[pos:start], PLACEHOLDERS[kind]]
+        counts[kind] += 1
+        pos = end
+    out.append(text[pos:])
+    return "".join(out), counts
 
 
 def scrub(text: str | None, counts: Counter) -> str | None:
