@@ -21,8 +21,9 @@ from pathlib import Path
 
 from medgo import console
 from medgo.config import save_config
+from medgo.data.cblue import READERS
 from medgo.eval import retrieval
-from medgo.eval.cblue import READERS, GenerationTask, IRTask, PromptCBLUETask, add_cdn_choices, collect, gold_file, promptcblue_task
+from medgo.eval.cblue import GenerationTask, IRTask, PromptCBLUETask, add_cdn_choices, collect, gold_file, promptcblue_task
 from medgo.eval.config import EvalConfig
 from medgo.eval.generation import run_requests
 from medgo.eval.metrics import TASKS, parse

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from medgo import console
 from medgo.config import save_config
+from medgo.data.prompts import CLINICALQA, build_prompt, clinicalqa_option_text
 from medgo.eval import clinicalqa as cqa
 from medgo.eval.cblue import assemble, cblue_tasks
 from medgo.eval.config import EvalConfig, EvalModel
 from medgo.eval.generation import Renderer, make_request, run_requests
-from medgo.eval.prompts import CLINICALQA, build_prompt, clinicalqa_option_text
 from medgo.eval.report import write_jsonl, write_report
 from medgo.ray_utils import init_ray
 

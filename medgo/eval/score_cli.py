@@ -20,7 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-from medgo.eval.metrics import METRIC_SETS, TASKS, MetricsInputError, get_task, score_promptcblue, score_task
+from medgo.data.files import TaskFileError
+from medgo.eval.metrics import METRIC_SETS, TASKS, get_task, score_promptcblue, score_task
 
 HEADLINE = ("score", "metric", "n_gold", "n_pred", "n_missing", "out_of_label_set")
 
@@ -59,7 +60,7 @@ def score(args: argparse.Namespace) -> dict:
     task = get_task(args.task).name if args.task else None  # an unknown task is named before any file is read
     for path in (args.gold, args.pred):
         if not Path(path).is_file():
-            raise MetricsInputError(f"{path}: no such file")
+            raise TaskFileError(f"{path}: no such file")
     if args.format == "promptcblue":
         return score_promptcblue(args.gold, args.pred, lenient=args.lenient, strict=args.strict)
     return score_task(task, args.gold, args.pred, args.metric_set, lenient=args.lenient)
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result = score(args)
-    except (MetricsInputError, KeyError) as exc:
+    except (TaskFileError, KeyError) as exc:
         print(f"medgo eval score: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     if args.json:

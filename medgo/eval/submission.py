@@ -21,7 +21,7 @@ import zipfile
 from pathlib import Path
 
 from medgo.eval.metrics import TASKS
-from medgo.eval.metrics.common import as_str, keyed_by_text, read_json, read_json_or_jsonl
+from medgo.data.files import as_str, keyed_by_text, read_json, read_json_or_jsonl
 
 IR_CANDIDATES = 10
 FALLBACK = {"CHIP-CTC": "Multiple", "KUAKE-QIC": "其他", "CHIP-STS": "0", "KUAKE-QTR": "0", "KUAKE-QQR": "0", "IMCS-V2-DAC": "Other"}

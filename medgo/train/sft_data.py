@@ -9,8 +9,8 @@ Formats (one reader each):
 ``diagnosis``       JSONL, ``{"chief_complaint", "history", "answer"}`` (chief complaint -> diagnostic reasoning)
 ``instruction``     JSONL, Alpaca style ``{"instruction", "input", "output"}``
 ``safety_prompts``  JSON keyed by category -> ``[{"prompt", "response", "type"}]`` (the Safety-Prompts layout)
-``cblue``           a CBLUE task's native file (``task`` names it), asked and answered with the evaluation's
-                    own templates (:func:`medgo.eval.prompts.build_prompt` / ``target_text``), so SFT and
+``cblue``           a CBLUE task's native file (``task`` names it), asked and answered with the templates
+                    evaluation uses (:func:`medgo.data.prompts.build_prompt` / ``target_text``), so SFT and
                     evaluation prompts are the same
 
 A record that cannot be used becomes a :class:`BadRecord` (file, line or JSON location, reason);
@@ -29,7 +29,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from medgo.config import ConfigError, Section
+from medgo.data.cblue import READERS, read_examples
 from medgo.data.paths import resolve_path
+from medgo.data.prompts import build_prompt, target_text
 
 ROLES = ("system", "user", "assistant")
 Format = Literal["messages", "qa", "diagnosis", "instruction", "safety_prompts", "cblue"]
@@ -192,10 +194,7 @@ def iter_safety(path: Path) -> Iterator[tuple[str, object]]:
 
 
 def iter_cblue(source: SFTSource, path: Path) -> Iterator[tuple[str, object]]:
-    """``("example i", messages)`` from a CBLUE task's native file, through the evaluation templates."""
-    from medgo.eval.cblue import READERS, read_examples
-    from medgo.eval.prompts import build_prompt, target_text
-
+    """``("example i", messages)`` from a CBLUE task's native file, through the shared prompt templates."""
     if source.task not in READERS:
         raise ConfigError(f"data source {source.path}: unknown CBLUE task {source.task!r}; known: {', '.join(READERS)}")
     try:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pytest
 
-from medgo.eval.cblue import READERS, collect, read_examples, restrict_gold
+from medgo.data.cblue import READERS, read_examples, restrict_gold
+from medgo.data.prompts import build_prompt, target_text
+from medgo.eval.cblue import add_cdn_choices, collect
 from medgo.eval.config import CBLUE_TASKS
 from medgo.eval.metrics import TASKS, parse
-from medgo.eval.prompts import build_prompt, target_text
 
 GENERATED = sorted(READERS)
 
@@ -75,7 +76,8 @@ def test_max_samples_restricts_gold_to_the_same_units():
 
 def test_cdn_prompt_shows_bm25_candidates():
     spec = TASKS["CHIP-CDN"]
-    examples, _ = read_examples("CHIP-CDN", spec.gold_path, cdn_candidates=5)
+    examples, _ = read_examples("CHIP-CDN", spec.gold_path)
+    add_cdn_choices(examples, spec.gold_path, 5)
     assert all(len(ex["choices"]) == 5 for ex in examples)
     hits = sum(any(t in ex["choices"] for t in ex["gold"]) for ex in examples)
     assert hits >= len(examples) // 2, hits  # BM25 over the ICD-10 terms finds most gold terms

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from medgo.eval import clinicalqa as cqa
-from medgo.eval.prompts import CLINICALQA, build_prompt, target_text
+from medgo.data.prompts import CLINICALQA, build_prompt, target_text
 
 Q = {"question": "2型糖尿病首选口服药是？", "options": {"A": "二甲双胍", "B": "胰岛素", "C": "阿司匹林", "D": "青霉素"}, "answer": "A"}
 

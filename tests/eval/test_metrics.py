@@ -12,7 +12,9 @@ from medgo.eval.metrics import ASSETS, TASKS, get_task, score_promptcblue, score
 from medgo.eval.metrics import classification as cls
 from medgo.eval.metrics import extraction as ext
 from medgo.eval.metrics import imcs, meddg, text2dt
-from medgo.eval.metrics.common import MetricsInputError, classification_scores, read_json, read_jsonl
+from medgo.data.cblue_gold import bio_chunks
+from medgo.data.files import TaskFileError, read_json, read_jsonl
+from medgo.eval.metrics.common import classification_scores
 from medgo.eval.metrics.promptcblue import score_promptcblue_rows, structure
 
 PROMPT = ASSETS.parent / "promptcblue"
@@ -55,9 +57,9 @@ def test_registry_covers_the_18_tasks():
 def test_unreadable_files_name_the_file(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("[{", encoding="utf-8")
-    with pytest.raises(MetricsInputError, match="bad.json"):
+    with pytest.raises(TaskFileError, match="bad.json"):
         score_task("CMeEE-V2", TASKS["CMeEE-V2"].gold_path, bad)
-    with pytest.raises(MetricsInputError, match="no such file"):
+    with pytest.raises(TaskFileError, match="no such file"):
         score_task("CMeEE-V2", tmp_path / "missing.json", bad)
 
 
@@ -271,11 +273,11 @@ def _imcs_pred(kind, mutate=None):
 
 
 def test_bio_chunks_follow_the_authors_rules():
-    assert imcs.bio_chunks("B-Symptom I-Symptom O B-Drug".split()) == [("Symptom", 0, 1), ("Drug", 3, 3)]
+    assert bio_chunks("B-Symptom I-Symptom O B-Drug".split()) == [("Symptom", 0, 1), ("Drug", 3, 3)]
     # an I- of another type keeps the chunk open without extending it; a dangling I- starts nothing
-    assert imcs.bio_chunks("B-Symptom I-Drug I-Symptom".split()) == [("Symptom", 0, 2)]
-    assert imcs.bio_chunks("B-Symptom I-Drug O".split()) == [("Symptom", 0, 0)]
-    assert imcs.bio_chunks("O I-Symptom I-Symptom".split()) == []
+    assert bio_chunks("B-Symptom I-Drug I-Symptom".split()) == [("Symptom", 0, 2)]
+    assert bio_chunks("B-Symptom I-Drug O".split()) == [("Symptom", 0, 0)]
+    assert bio_chunks("O I-Symptom I-Symptom".split()) == []
 
 
 def test_imcs_ner(tmp_path):
@@ -448,7 +450,7 @@ def test_promptcblue_structure_rules():
         {"entity": "哮喘", "type": "normalization"}, {"entity": "肺炎", "type": "normalization"}]
     assert structure("CMedCausal", "因果关系三元组如下：\n头实体：熬夜；尾实体：头痛\n坏行", lenient=True) == [
         {"predicate": "因果关系", "subject": "熬夜", "object": "头痛"}]
-    with pytest.raises(MetricsInputError, match="'坏行': no '头实体：'"):
+    with pytest.raises(TaskFileError, match="'坏行': no '头实体：'"):
         structure("CMedCausal", "因果关系三元组如下：\n头实体：熬夜；尾实体：头痛\n坏行")
     assert structure("Text2DT", "胡言乱语", lenient=True) == [{"role": "D", "logical_rel": "null", "triples": []}]
     # a CHIP-CDEE attribute is matched against each key after the previous key's prefix is removed
@@ -480,7 +482,7 @@ def test_promptcblue_sample_files():
     assert r["score"] == pytest.approx(sum(v["score"] for v in t.values()) / 18, abs=1e-3) and r["score"] < 100
     assert score_task("CHIP-CTC", gold, pred, metric_set="promptcblue")["score"] == t["CHIP-CTC"]["score"]
     assert score_task("CMeIE", gold, pred, metric_set="promptcblue")["score"] == t["CMeIE-V2"]["score"]
-    with pytest.raises(MetricsInputError, match="KUAKE-QTR: 1 gold samples have no prediction"):
+    with pytest.raises(TaskFileError, match="KUAKE-QTR: 1 gold samples have no prediction"):
         score_task("KUAKE-QTR", gold, pred, metric_set="promptcblue")
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from medgo.eval.metrics import TASKS, parse, render
-from medgo.eval.metrics.common import read_json, read_jsonl
-from medgo.eval.metrics.parsers import PARSERS, RENDERERS
+from medgo.data.answers import RENDERERS, render
+from medgo.data.files import read_json, read_jsonl
+from medgo.eval.metrics import TASKS, parse
+from medgo.eval.metrics.parsers import PARSERS
 
 
 def test_every_task_has_a_parser_and_a_renderer():

@@ -17,7 +17,7 @@ import json
 import pytest
 from promptcblue_noise import alias_rows, crash_pair, load, missing_pair, variant
 
-from medgo.eval.metrics import MetricsInputError
+from medgo.data.files import TaskFileError
 from medgo.eval.metrics.promptcblue import TASKS, score_promptcblue_rows
 from medgo.eval.score_cli import main
 
@@ -67,7 +67,7 @@ def test_out_of_list_labels_are_classes_with_f1_zero():
 
 
 def test_sample_predictions_need_lenient_for_the_unanswered_sample():
-    with pytest.raises(MetricsInputError, match=r"KUAKE-QTR: 1 gold samples have no prediction.*KUAKE-QTR-dev-003"):
+    with pytest.raises(TaskFileError, match=r"KUAKE-QTR: 1 gold samples have no prediction.*KUAKE-QTR-dev-003"):
         score_promptcblue_rows(load("dev.json"), load("dev_predictions.json"))
     res = score_promptcblue_rows(load("dev.json"), load("dev_predictions.json"), lenient=True)
     assert_official(res, "sample")
@@ -77,7 +77,7 @@ def test_sample_predictions_need_lenient_for_the_unanswered_sample():
 
 def test_missing_predictions_are_rejected_then_empty_replies_when_lenient():
     ours, official = missing_pair()
-    with pytest.raises(MetricsInputError, match="have no prediction"):
+    with pytest.raises(TaskFileError, match="have no prediction"):
         score_promptcblue_rows(load("dev.json"), ours)
     assert_official(score_promptcblue_rows(load("dev.json"), official), "missing")
     res = score_promptcblue_rows(load("dev.json"), ours, lenient=True)
@@ -87,10 +87,10 @@ def test_missing_predictions_are_rejected_then_empty_replies_when_lenient():
 
 def test_replies_the_post_processing_stops_on():
     ours, official = crash_pair()
-    with pytest.raises(MetricsInputError, match=r"prediction for sample 'Text2DT-dev-001': Text2DT reply line ' ': no '：role='.*--lenient"):
+    with pytest.raises(TaskFileError, match=r"prediction for sample 'Text2DT-dev-001': Text2DT reply line ' ': no '：role='.*--lenient"):
         score_promptcblue_rows(load("dev.json"), ours)
     causal = [r for r in ours if r["task_dataset"] != "Text2DT"]
-    with pytest.raises(MetricsInputError, match=r"prediction for sample 'CMedCausal-dev-001'.*'这一行没有头实体'.*--lenient"):
+    with pytest.raises(TaskFileError, match=r"prediction for sample 'CMedCausal-dev-001'.*'这一行没有头实体'.*--lenient"):
         score_promptcblue_rows([r for r in load("dev.json") if r["task_dataset"] != "Text2DT"], causal)
     assert_official(score_promptcblue_rows(load("dev.json"), official), "crash")
     assert_official(score_promptcblue_rows(load("dev.json"), ours, lenient=True), "crash")
@@ -106,9 +106,9 @@ def test_cmeie_is_cmeie_v2_and_fewer_tasks_are_labelled():
 def test_duplicates_and_extra_predictions():
     gold = load("dev.json")
     rows = gold + gold[:3] + [{"sample_id": "nope", "target": "x"}]
-    with pytest.raises(MetricsInputError, match="3 duplicated predictions"):
+    with pytest.raises(TaskFileError, match="3 duplicated predictions"):
         score_promptcblue_rows(gold, rows)
-    with pytest.raises(MetricsInputError, match="1 predictions for no gold sample.*'nope'"):
+    with pytest.raises(TaskFileError, match="1 predictions for no gold sample.*'nope'"):
         score_promptcblue_rows(gold, gold + [{"sample_id": "nope", "target": "x"}])
     res = score_promptcblue_rows(gold, rows, lenient=True)
     assert res["score"] == 100.0 and res["n_duplicates"] == 3 and res["n_extra"] == 1

@@ -15,7 +15,7 @@ import pytest
 from medgo.cli import main
 from medgo.config import ConfigError, load_config
 from medgo.eval import clinicalqa as cqa
-from medgo.eval.cblue import read_examples
+from medgo.data.cblue import read_examples
 from medgo.eval.config import CBLUE_TASKS, EvalConfig
 from medgo.eval.metrics import ASSETS, TASKS
 from medgo.eval.run import run

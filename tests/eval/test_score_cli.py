@@ -11,7 +11,7 @@ from medgo.assets import asset_path
 from medgo.cli import main
 from medgo.eval.config import CBLUE_TASKS
 from medgo.eval.metrics import TASKS
-from medgo.eval.metrics.common import read_json
+from medgo.data.files import read_json
 
 PCB = asset_path("promptcblue", "dev.json")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from medgo.config import load_config
-from medgo.eval.cblue import read_examples
-from medgo.eval.prompts import build_prompt, target_text
+from medgo.data.cblue import read_examples
+from medgo.data.prompts import build_prompt, target_text
 from medgo.train.sft import build_data
 from medgo.train.sft_config import SFTConfig, default_sources
 from medgo.train.sft_data import SFTSource, apply_weight, read_source

@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medgo.data import cblue_gold as g
 from medgo.eval.metrics import classification as cls
 from medgo.eval.metrics import extraction as ext
 from medgo.eval.metrics import imcs, meddg, text2dt
-from medgo.eval.metrics.common import MetricsInputError
-from medgo.eval.metrics.parsers import PARSERS, RENDERERS, parse, render
+from medgo.eval.metrics.parsers import PARSERS, parse
 from medgo.eval.metrics.promptcblue import score_promptcblue, score_promptcblue_rows
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "cblue"
@@ -75,43 +75,43 @@ class TaskSpec:
 
 
 _SPECS = [
-    TaskSpec("CMeEE-V2", "中文医学命名实体识别", "Micro-F1", ext.read_cmeee_gold, ext.read_cmeee_pred, ext.score_cmeee,
-             "CMeEE-V2", "CMeEE-V2_dev.json", "CMeEE-V2_test.json", ext.CMEEE_TYPES, promptcblue_name="CMeEE-V2", aliases=("CMeEE",)),
-    TaskSpec("CMeIE", "中文医学文本实体关系抽取", "Micro-F1", ext.read_cmeie_gold, ext.read_cmeie_pred, ext.score_cmeie,
-             "CMeIE", "CMeIE_dev.jsonl", "CMeIE_test.jsonl", ext.CMEIE_PREDICATES, promptcblue_name="CMeIE-V2", aliases=("CMeIE-V2",)),
-    TaskSpec("CMedCausal", "医学因果关系抽取", "Macro-F1", ext.read_causal_gold, ext.read_causal_pred, ext.score_causal,
+    TaskSpec("CMeEE-V2", "中文医学命名实体识别", "Micro-F1", g.read_cmeee_gold, ext.read_cmeee_pred, ext.score_cmeee,
+             "CMeEE-V2", "CMeEE-V2_dev.json", "CMeEE-V2_test.json", g.CMEEE_TYPES, promptcblue_name="CMeEE-V2", aliases=("CMeEE",)),
+    TaskSpec("CMeIE", "中文医学文本实体关系抽取", "Micro-F1", g.read_cmeie_gold, ext.read_cmeie_pred, ext.score_cmeie,
+             "CMeIE", "CMeIE_dev.jsonl", "CMeIE_test.jsonl", g.CMEIE_PREDICATES, promptcblue_name="CMeIE-V2", aliases=("CMeIE-V2",)),
+    TaskSpec("CMedCausal", "医学因果关系抽取", "Macro-F1", g.read_causal_gold, ext.read_causal_pred, ext.score_causal,
              "CMedCausal", "CMedCausal_dev.json", "CMedCausal_test.json", ("1", "2", "3"), promptcblue_name="CMedCausal"),
-    TaskSpec("CHIP-CDEE", "临床发现事件抽取", "Micro-F1", ext.read_cdee_gold, ext.read_cdee_pred, ext.score_cdee,
-             "CHIP-CDEE", "CHIP-CDEE_dev.json", "CHIP-CDEE_test.json", ext.CDEE_TENDENCIES, promptcblue_name="CHIP-CDEE"),
-    TaskSpec("CHIP-CDN", "临床术语标准化", "Micro-F1", ext.read_cdn_gold, ext.read_cdn_pred, ext.score_cdn,
+    TaskSpec("CHIP-CDEE", "临床发现事件抽取", "Micro-F1", g.read_cdee_gold, ext.read_cdee_pred, ext.score_cdee,
+             "CHIP-CDEE", "CHIP-CDEE_dev.json", "CHIP-CDEE_test.json", g.CDEE_TENDENCIES, promptcblue_name="CHIP-CDEE"),
+    TaskSpec("CHIP-CDN", "临床术语标准化", "Micro-F1", g.read_cdn_gold, ext.read_cdn_pred, ext.score_cdn,
              "CHIP-CDN", "CHIP-CDN_dev.json", "CHIP-CDN_test.json", read_resources=ext.read_cdn_vocab, promptcblue_name="CHIP-CDN"),
-    TaskSpec("CHIP-CTC", "临床试验筛选标准短文本分类", "Macro-F1", cls.read_labels, cls.read_label_preds, cls.score_ctc,
-             "CHIP-CTC", "CHIP-CTC_dev.json", "CHIP-CTC_test.json", cls.CTC_LABELS, promptcblue_name="CHIP-CTC"),
-    TaskSpec("KUAKE-QIC", "医疗搜索检索词意图分类", "Accuracy", cls.read_labels, cls.read_label_preds, cls.score_qic,
-             "KUAKE-QIC", "KUAKE-QIC_dev.json", "KUAKE-QIC_test.json", cls.QIC_LABELS, promptcblue_name="KUAKE-QIC"),
-    TaskSpec("CHIP-STS", "医学句子语义相似度", "Macro-F1", cls.read_labels, cls.read_label_preds, cls.score_sts,
-             "CHIP-STS", "CHIP-STS_dev.json", "CHIP-STS_test.json", cls.STS_LABELS, promptcblue_name="CHIP-STS"),
-    TaskSpec("KUAKE-QTR", "医疗搜索查询词-页面标题相关性", "Accuracy", cls.read_labels, cls.read_label_preds, cls.score_qtr,
-             "KUAKE-QTR", "KUAKE-QTR_dev.json", "KUAKE-QTR_test.json", cls.QTR_LABELS, promptcblue_name="KUAKE-QTR"),
-    TaskSpec("KUAKE-QQR", "医疗搜索查询词-查询词相关性", "Accuracy", cls.read_labels, cls.read_label_preds, cls.score_qqr,
-             "KUAKE-QQR", "KUAKE-QQR_dev.json", "KUAKE-QQR_test.json", cls.QQR_LABELS, promptcblue_name="KUAKE-QQR"),
+    TaskSpec("CHIP-CTC", "临床试验筛选标准短文本分类", "Macro-F1", g.read_labels, cls.read_label_preds, cls.score_ctc,
+             "CHIP-CTC", "CHIP-CTC_dev.json", "CHIP-CTC_test.json", g.CTC_LABELS, promptcblue_name="CHIP-CTC"),
+    TaskSpec("KUAKE-QIC", "医疗搜索检索词意图分类", "Accuracy", g.read_labels, cls.read_label_preds, cls.score_qic,
+             "KUAKE-QIC", "KUAKE-QIC_dev.json", "KUAKE-QIC_test.json", g.QIC_LABELS, promptcblue_name="KUAKE-QIC"),
+    TaskSpec("CHIP-STS", "医学句子语义相似度", "Macro-F1", g.read_labels, cls.read_label_preds, cls.score_sts,
+             "CHIP-STS", "CHIP-STS_dev.json", "CHIP-STS_test.json", g.STS_LABELS, promptcblue_name="CHIP-STS"),
+    TaskSpec("KUAKE-QTR", "医疗搜索查询词-页面标题相关性", "Accuracy", g.read_labels, cls.read_label_preds, cls.score_qtr,
+             "KUAKE-QTR", "KUAKE-QTR_dev.json", "KUAKE-QTR_test.json", g.QTR_LABELS, promptcblue_name="KUAKE-QTR"),
+    TaskSpec("KUAKE-QQR", "医疗搜索查询词-查询词相关性", "Accuracy", g.read_labels, cls.read_label_preds, cls.score_qqr,
+             "KUAKE-QQR", "KUAKE-QQR_dev.json", "KUAKE-QQR_test.json", g.QQR_LABELS, promptcblue_name="KUAKE-QQR"),
     TaskSpec("KUAKE-IR", "医疗搜索段落检索", "MRR@10", cls.read_ir_gold, cls.read_ir_pred, cls.score_ir,
              "KUAKE-IR", "dev.tsv", "KUAKE-IR_test.tsv", promptcblue_name="KUAKE-IR"),
-    TaskSpec("CHIP-MDCFNPC", "医疗对话临床发现阴阳性判别", "Micro-F1", ext.read_mdcfnpc_gold, ext.read_mdcfnpc_pred, ext.score_mdcfnpc,
-             "CHIP-MDCFNPC", "CHIP-MDCFNPC_dev.jsonl", "CHIP-MDCFNPC_test.jsonl", ext.MDCFNPC_ATTRS, promptcblue_name="CHIP-MDCFNPC"),
-    TaskSpec("IMCS-V2-NER", "医疗对话命名实体识别", "Entity-F1", imcs.read_ner_gold, imcs.read_ner_pred, imcs.score_ner,
-             "IMCS-V2", "IMCS-V2_dev.json", "IMCS-V2-NER_test.json", imcs.NER_TAGS, promptcblue_name="IMCS-V2-NER"),
-    TaskSpec("IMCS-V2-DAC", "医疗对话意图识别", "Accuracy", imcs.read_dac_gold, imcs.read_dac_pred, imcs.score_dac,
-             "IMCS-V2", "IMCS-V2_dev.json", "IMCS-V2-DAC_test.json", imcs.DAC_LABELS, promptcblue_name="IMCS-V2-DAC"),
-    TaskSpec("IMCS-V2-SR", "医疗对话症状识别", "Micro-F1", imcs.read_sr_gold, imcs.read_sr_pred, imcs.score_sr,
-             "IMCS-V2", "IMCS-V2_dev.json", "IMCS-V2-SR_test.json", imcs.SR_LABELS, read_resources=imcs.read_sr_vocab,
+    TaskSpec("CHIP-MDCFNPC", "医疗对话临床发现阴阳性判别", "Micro-F1", g.read_mdcfnpc_gold, ext.read_mdcfnpc_pred, ext.score_mdcfnpc,
+             "CHIP-MDCFNPC", "CHIP-MDCFNPC_dev.jsonl", "CHIP-MDCFNPC_test.jsonl", g.MDCFNPC_ATTRS, promptcblue_name="CHIP-MDCFNPC"),
+    TaskSpec("IMCS-V2-NER", "医疗对话命名实体识别", "Entity-F1", g.read_ner_gold, imcs.read_ner_pred, imcs.score_ner,
+             "IMCS-V2", "IMCS-V2_dev.json", "IMCS-V2-NER_test.json", g.NER_TAGS, promptcblue_name="IMCS-V2-NER"),
+    TaskSpec("IMCS-V2-DAC", "医疗对话意图识别", "Accuracy", g.read_dac_gold, imcs.read_dac_pred, imcs.score_dac,
+             "IMCS-V2", "IMCS-V2_dev.json", "IMCS-V2-DAC_test.json", g.DAC_LABELS, promptcblue_name="IMCS-V2-DAC"),
+    TaskSpec("IMCS-V2-SR", "医疗对话症状识别", "Micro-F1", g.read_sr_gold, imcs.read_sr_pred, imcs.score_sr,
+             "IMCS-V2", "IMCS-V2_dev.json", "IMCS-V2-SR_test.json", g.SR_LABELS, read_resources=imcs.read_sr_vocab,
              promptcblue_name="IMCS-V2-SR"),
-    TaskSpec("IMCS-V2-MRG", "医疗报告生成", "ROUGE", imcs.read_mrg_gold, imcs.read_mrg_pred, imcs.score_mrg,
-             "IMCS-V2", "IMCS-V2_dev.json", "IMCS-V2-MRG_test.json", imcs.MRG_SECTIONS, promptcblue_name="IMCS-V2-MRG"),
-    TaskSpec("MedDG", "医疗对话生成", "Entity-F1", meddg.read_meddg_gold, meddg.read_meddg_pred, meddg.score_meddg,
+    TaskSpec("IMCS-V2-MRG", "医疗报告生成", "ROUGE", g.read_mrg_gold, imcs.read_mrg_pred, imcs.score_mrg,
+             "IMCS-V2", "IMCS-V2_dev.json", "IMCS-V2-MRG_test.json", g.MRG_SECTIONS, promptcblue_name="IMCS-V2-MRG"),
+    TaskSpec("MedDG", "医疗对话生成", "Entity-F1", g.read_meddg_gold, meddg.read_meddg_pred, meddg.score_meddg,
              "MedDG", "MedDG_dev.json", "MedDG_test.json", read_resources=meddg.read_meddg_vocab, promptcblue_name="MedDG"),
-    TaskSpec("Text2DT", "诊疗决策树抽取", "Decision-path F1", text2dt.read_text2dt_gold, text2dt.read_text2dt_pred,
-             text2dt.score_text2dt, "Text2DT", "Text2DT_dev.json", "Text2DT_test.json", text2dt.RELATIONS, promptcblue_name="Text2DT"),
+    TaskSpec("Text2DT", "诊疗决策树抽取", "Decision-path F1", g.read_text2dt_gold, text2dt.read_text2dt_pred,
+             text2dt.score_text2dt, "Text2DT", "Text2DT_dev.json", "Text2DT_test.json", g.TEXT2DT_RELATIONS, promptcblue_name="Text2DT"),
 ]  # fmt: skip
 
 TASKS: dict[str, TaskSpec] = {s.name: s for s in _SPECS}
@@ -157,6 +157,6 @@ def score_task(task: str, gold_path, pred_path, metric_set: str = "native", leni
 
 
 __all__ = [
-    "ASSETS", "METRIC_SETS", "PARSERS", "RENDERERS", "TASKS", "MetricsInputError", "TaskSpec", "get_task", "parse",
-    "render", "score_promptcblue", "score_promptcblue_rows", "score_task",
+    "ASSETS", "METRIC_SETS", "PARSERS", "TASKS", "TaskSpec", "get_task", "parse", "score_promptcblue",
+    "score_promptcblue_rows", "score_task",
 ]  # fmt: skip

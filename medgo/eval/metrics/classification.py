@@ -9,35 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medgo.eval.metrics.common import as_str, classification_scores, pct, read_json_or_jsonl, read_tsv
-
-CTC_LABELS = (
-    "Disease", "Symptom", "Sign", "Pregnancy-related Activity", "Neoplasm Status", "Non-Neoplasm Disease Stage",
-    "Allergy Intolerance", "Organ or Tissue Status", "Life Expectancy", "Oral related", "Pharmaceutical Substance or Drug",
-    "Therapy or Surgery", "Device", "Nursing", "Diagnostic", "Laboratory Examinations", "Risk Assessment",
-    "Receptor Status", "Age", "Special Patient Characteristic", "Literacy", "Gender", "Education", "Address",
-    "Ethnicity", "Consent", "Enrollment in other studies", "Researcher Decision", "Capacity", "Ethical Audit",
-    "Compliance with Protocol", "Addictive Behavior", "Bedtime", "Exercise", "Diet", "Alcohol Consumer",
-    "Sexual related", "Smoking Status", "Blood Donation", "Encounter", "Disabilities", "Healthy", "Data Accessible",
-    "Multiple",
-)  # fmt: skip
-QIC_LABELS = ("病情诊断", "病因分析", "治疗方案", "就医建议", "指标解读", "疾病表述", "后果表述", "注意事项", "功效作用", "医疗费用", "其他")
-STS_LABELS = ("0", "1")
-QTR_LABELS = ("0", "1", "2", "3")
-QQR_LABELS = ("0", "1", "2")
-
-
-def read_labels(path, field: str = "label") -> dict:
-    """``{id: label}`` from a JSON array (or JSONL) of ``{id, ..., label}`` records (records without a label are skipped),
-    or from a plain ``{id: label}`` object."""
-    data = read_json_or_jsonl(path)
-    if len(data) == 1 and isinstance(data[0], dict) and "id" not in data[0]:  # a plain {id: label} mapping
-        return {as_str(k): as_str(v).strip() for k, v in data[0].items() if v is not None and not isinstance(v, (dict, list))}
-    out = {}
-    for r in data:
-        if isinstance(r, dict) and "id" in r and r.get(field) is not None:
-            out[as_str(r["id"])] = as_str(r[field]).strip()
-    return out
+from medgo.data.cblue_gold import CTC_LABELS, QIC_LABELS, QQR_LABELS, QTR_LABELS, STS_LABELS, read_labels
+from medgo.data.files import read_tsv
+from medgo.eval.metrics.common import classification_scores, pct
 
 
 def read_label_preds(path, field: str = "label") -> dict:

@@ -7,100 +7,10 @@ scored as wrong and counted (``n_missing``, ``n_duplicates``, ``out_of_label_set
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from collections.abc import Hashable, Iterable
-from pathlib import Path
-
-
-class MetricsInputError(ValueError):
-    """A gold or prediction file that cannot be read; the message names the file (and line)."""
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def read_json(path) -> object:
-    """A JSON document; the error names the file and position."""
-    path = Path(path)
-    try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError as e:
-        raise MetricsInputError(f"{path}: no such file") from e
-    except json.JSONDecodeError as e:
-        raise MetricsInputError(f"{path}: not valid JSON ({e})") from e
-
-
-def read_jsonl(path) -> list:
-    """One JSON value per non-empty line; the error names the file and line."""
-    path = Path(path)
-    rows = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise MetricsInputError(f"{path}:{n}: not valid JSON ({e})") from e
-    except FileNotFoundError as e:
-        raise MetricsInputError(f"{path}: no such file") from e
-    return rows
-
-
-def read_json_or_jsonl(path) -> list:
-    """Records of a JSON array, a single JSON object (a one-element list) or JSONL (one object per line)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise MetricsInputError(f"{path}: no such file") from e
-    stripped = text.lstrip()
-    try:
-        data = json.loads(text)  # a JSON array, a JSON object or single-record JSONL
-        return data if isinstance(data, list) else [data]
-    except json.JSONDecodeError as e:
-        if stripped.startswith("["):
-            raise MetricsInputError(f"{path}: not valid JSON ({e})") from e
-    return read_jsonl(path)
-
-
-def read_tsv(path, min_cols: int = 2) -> list[list[str]]:
-    """Tab-separated rows (blank lines skipped); rows with fewer than ``min_cols`` fields are errors."""
-    path = Path(path)
-    rows = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line.strip():
-                    continue
-                cols = line.split("\t")
-                if len(cols) < min_cols:
-                    raise MetricsInputError(f"{path}:{n}: expected {min_cols} tab-separated fields, got {len(cols)}")
-                rows.append(cols)
-    except FileNotFoundError as e:
-        raise MetricsInputError(f"{path}: no such file") from e
-    return rows
-
-
-def keyed_by_text(texts: Iterable[str]) -> list[str]:
-    """Keys for records identified by their text (CMeEE, CMeIE, CDN, CMedCausal, Text2DT).
-
-    The official checkers key records by text; a text seen again gets ``text#2``, ``#3``...
-    so repeated texts stay distinct and still pair up in file order.
-    """
-    seen: Counter = Counter()
-    keys = []
-    for t in texts:
-        seen[t] += 1
-        keys.append(t if seen[t] == 1 else f"{t}#{seen[t]}")
-    return keys
-
-
-def as_str(x) -> str:
-    return "" if x is None else str(x)
 
 
 # --------------------------------------------------------------------------- scores

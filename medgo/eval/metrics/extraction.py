@@ -11,42 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from medgo.eval.metrics.common import (
-    as_str,
-    classification_scores,
-    keyed_by_text,
-    pct,
-    prf,
-    read_json_or_jsonl,
-    read_tsv,
-    set_f1,
+from medgo.data.cblue_gold import (
+    CAUSAL_RELATIONS,
+    CDEE_TENDENCIES,
+    CMEEE_TYPES,
+    CMEIE_PREDICATES,
+    MDCFNPC_ATTRS,
+    cmeee_entities,
+    read_causal_gold,
+    read_cdee_gold,
+    read_cdn_gold,
+    read_cmeie_gold,
+    read_mdcfnpc_gold,
 )
-
-CMEEE_TYPES = ("dis", "sym", "dru", "equ", "pro", "bod", "ite", "mic", "dep")
-CMEIE_PREDICATES = (
-    "预防", "阶段", "就诊科室", "同义词", "辅助治疗", "化疗", "放射治疗", "手术治疗", "实验室检查", "影像学检查",
-    "辅助检查", "组织学检查", "内窥镜检查", "筛查", "多发群体", "发病率", "发病年龄", "多发地区", "发病性别倾向",
-    "死亡率", "多发季节", "传播途径", "并发症", "病理分型", "相关（导致）", "鉴别诊断", "相关（转化）", "相关（症状）",
-    "临床表现", "治疗后症状", "侵及周围组织转移的症状", "病因", "高危因素", "风险评估因素", "病史", "遗传因素",
-    "发病机制", "病理生理", "药物治疗", "发病部位", "转移部位", "外侵部位", "预后状况", "预后生存率",
-)  # fmt: skip
-CAUSAL_RELATIONS = (1, 2, 3)
-CDEE_TENDENCIES = ("", "否定", "不确定")
-MDCFNPC_ATTRS = ("阳性", "阴性", "其他", "不标注")
-
-
-def _records(path) -> list[dict]:
-    data = read_json_or_jsonl(path)
-    if isinstance(data, dict):  # a single record
-        data = [data]
-    return [r for r in data if isinstance(r, dict)]
-
-
-def _safe_int(x):
-    try:
-        return int(x)
-    except (TypeError, ValueError):
-        return None
+from medgo.data.files import keyed_by_text, read_tsv, records
+from medgo.eval.metrics.common import classification_scores, pct, prf, set_f1
 
 
 def _pair_counts(gold: dict, pred: dict) -> dict:
@@ -61,28 +40,10 @@ def _pair_counts(gold: dict, pred: dict) -> dict:
 # --------------------------------------------------------------------------- CMeEE-V2
 
 
-def _cmeee_entities(record: dict) -> list[tuple[int, int, str]]:
-    out = []
-    for e in record.get("entities") or []:
-        if not isinstance(e, dict):
-            continue
-        s, t = _safe_int(e.get("start_idx")), _safe_int(e.get("end_idx"))
-        if s is None or t is None:
-            continue
-        out.append((s, t, as_str(e.get("type"))))
-    return out
-
-
-def read_cmeee_gold(path) -> dict:
-    """``{text_key: {"text": str, "entities": [(start, end_inclusive, type)]}}``."""
-    recs = _records(path)
-    return {k: {"text": r.get("text", ""), "entities": _cmeee_entities(r)} for k, r in zip(keyed_by_text(r.get("text", "") for r in recs), recs)}
-
-
 def read_cmeee_pred(path) -> dict:
     """``{text_key: [(start, end_inclusive, type)]}`` from a ``CMeEE-V2_test.json``-layout file."""
-    recs = _records(path)
-    return {k: _cmeee_entities(r) for k, r in zip(keyed_by_text(r.get("text", "") for r in recs), recs)}
+    recs = records(path)
+    return {k: cmeee_entities(r) for k, r in zip(keyed_by_text(r.get("text", "") for r in recs), recs)}
 
 
 def score_cmeee(gold: dict, pred: dict) -> dict:
@@ -100,24 +61,6 @@ def score_cmeee(gold: dict, pred: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- CMeIE
-
-
-def _spo_triples(record: dict) -> list[tuple[str, str, str]]:
-    out = []
-    for s in record.get("spo_list") or []:
-        if not isinstance(s, dict):
-            continue
-        obj = s.get("object")
-        if isinstance(obj, dict):
-            obj = obj.get("@value")
-        out.append((as_str(s.get("subject")), as_str(s.get("predicate")), as_str(obj)))
-    return out
-
-
-def read_cmeie_gold(path) -> dict:
-    """``{text_key: [(subject, predicate, object)]}`` from ``CMeIE_dev.jsonl``."""
-    recs = _records(path)
-    return {k: _spo_triples(r) for k, r in zip(keyed_by_text(r.get("text", "") for r in recs), recs)}
 
 
 read_cmeie_pred = read_cmeie_gold
@@ -138,50 +81,6 @@ def score_cmeie(gold: dict, pred: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- CMedCausal
-
-
-def _span(m, text: str) -> tuple[int, int] | None:
-    """``(start, end_exclusive)`` of a mention; located in ``text`` (first occurrence) when indices are absent."""
-    if not isinstance(m, dict):
-        return None
-    s, e = _safe_int(m.get("start_idx")), _safe_int(m.get("end_idx"))
-    if s is not None and e is not None:
-        return s, e
-    mention = as_str(m.get("mention"))
-    if mention and mention in text:
-        s = text.index(mention)
-        return s, s + len(mention)
-    return None
-
-
-def _causal_units(record: dict) -> list[tuple]:
-    text = as_str(record.get("text"))
-    out = []
-    for r in record.get("relation_of_mention") or []:
-        if not isinstance(r, dict):
-            continue
-        rel = _safe_int(r.get("relation"))
-        head, tail = _span(r.get("head"), text), r.get("tail")
-        if head is None or not isinstance(tail, dict):
-            continue
-        if rel in (1, 3):
-            t = _span(tail, text)
-            if t is not None:
-                out.append((head, rel, t))
-        elif rel == 2:
-            sub_rel = _safe_int(tail.get("relation"))
-            sh, st = _span(tail.get("head"), text), _span(tail.get("tail"), text)
-            if sh is not None and st is not None:
-                out.append((head, 2, (sh, sub_rel, st)))
-        else:
-            out.append((head, rel, _span(tail, text)))
-    return out
-
-
-def read_causal_gold(path) -> dict:
-    """``{text_key: [relation units]}``; a unit is ``((hs, he), 1|3, (ts, te))`` or ``((hs, he), 2, ((s, e), 1, (s, e)))``."""
-    recs = _records(path)
-    return {k: _causal_units(r) for k, r in zip(keyed_by_text(r.get("text", "") for r in recs), recs)}
 
 
 read_causal_pred = read_causal_gold
@@ -225,24 +124,6 @@ def score_causal(gold: dict, pred: dict) -> dict:
 # --------------------------------------------------------------------------- CHIP-CDEE
 
 
-def _events(record: dict) -> list[tuple]:
-    out = []
-    for e in record.get("event") or []:
-        if not isinstance(e, dict):
-            continue
-        ch = e.get("character") or []
-        an = e.get("anatomy_list") or []
-        ch = [ch] if isinstance(ch, str) else ch
-        an = [an] if isinstance(an, str) else an
-        out.append((as_str(e.get("core_name")), as_str(e.get("tendency")), frozenset(map(as_str, ch)), frozenset(map(as_str, an))))
-    return out
-
-
-def read_cdee_gold(path) -> dict:
-    """``{id: [(core_name, tendency, frozenset(character), frozenset(anatomy_list))]}``."""
-    return {as_str(r.get("id")): _events(r) for r in _records(path)}
-
-
 read_cdee_pred = read_cdee_gold
 
 
@@ -265,18 +146,6 @@ def score_cdee(gold: dict, pred: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- CHIP-CDN
-
-
-def _terms(value) -> list[str]:
-    if isinstance(value, list):
-        return [as_str(v).strip() for v in value if as_str(v).strip()]
-    return [t.strip() for t in as_str(value).split("##") if t.strip()]
-
-
-def read_cdn_gold(path) -> dict:
-    """``{text_key: [standard terms]}`` (``normalized_result`` split at ``##``)."""
-    recs = _records(path)
-    return {k: _terms(r.get("normalized_result")) for k, r in zip(keyed_by_text(r.get("text", "") for r in recs), recs)}
 
 
 read_cdn_pred = read_cdn_gold
@@ -307,35 +176,6 @@ def score_cdn(gold: dict, pred: dict, vocab: Iterable[str] | None = None) -> dic
 
 
 # --------------------------------------------------------------------------- CHIP-MDCFNPC
-
-
-def _mdcfnpc_rows(path) -> list[dict]:
-    data = read_json_or_jsonl(path)
-    return [d for d in (data if isinstance(data, list) else [data]) if isinstance(d, dict)]
-
-
-def _mdcfnpc_units(dialogs: list[dict]) -> dict:
-    out = {}
-    for d in dialogs:
-        did = as_str(d.get("dialog_id"))
-        for s in d.get("dialog_info") or []:
-            if not isinstance(s, dict):
-                continue
-            sid = as_str(s.get("sentence_id"))
-            for n in s.get("ner") or []:
-                rng = n.get("range") if isinstance(n, dict) else None
-                if not isinstance(rng, (list, tuple)) or len(rng) != 2:
-                    continue
-                a, b = _safe_int(rng[0]), _safe_int(rng[1])
-                if a is None or b is None:
-                    continue
-                out[(did, sid, a, b)] = as_str(n.get("attr"))
-    return out
-
-
-def read_mdcfnpc_gold(path) -> dict:
-    """``{(dialog_id, sentence_id, start, end_exclusive): attr}`` for every annotated finding."""
-    return _mdcfnpc_units(_mdcfnpc_rows(path))
 
 
 read_mdcfnpc_pred = read_mdcfnpc_gold

@@ -18,23 +18,9 @@ from pathlib import Path
 from nltk.translate.bleu_score import corpus_bleu
 from rouge import Rouge
 
-from medgo.eval.metrics.common import as_str, classification_scores, pct, prf, read_json
-
-NER_TYPES = ("Symptom", "Drug", "Drug_Category", "Medical_Examination", "Operation")
-NER_TAGS = ("O", *(f"{p}-{t}" for t in NER_TYPES for p in "BI"))
-DAC_LABELS = (
-    "Request-Symptom", "Inform-Symptom", "Request-Etiology", "Inform-Etiology", "Request-Basic_Information",
-    "Inform-Basic_Information", "Request-Existing_Examination_and_Treatment", "Inform-Existing_Examination_and_Treatment",
-    "Request-Drug_Recommendation", "Inform-Drug_Recommendation", "Request-Medical_Advice", "Inform-Medical_Advice",
-    "Request-Precautions", "Inform-Precautions", "Diagnose", "Other",
-)  # fmt: skip
-SR_LABELS = ("0", "1", "2")
-MRG_SECTIONS = ("主诉", "现病史", "辅助检查", "既往史", "诊断", "建议")
-
-
-def _dialogues(path) -> dict:
-    data = read_json(path)
-    return {as_str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+from medgo.data.cblue_gold import DAC_LABELS, MRG_SECTIONS, NER_TAGS, SR_LABELS, bio_chunks
+from medgo.data.files import as_str, read_json
+from medgo.eval.metrics.common import classification_scores, pct, prf
 
 
 def _nested(path) -> dict:
@@ -46,43 +32,6 @@ def _nested(path) -> dict:
 
 
 # --------------------------------------------------------------------------- NER
-
-
-def bio_chunks(tags: list[str]) -> list[tuple[str, int, int]]:
-    """Entity chunks ``(type, start, end_inclusive)`` exactly as the IMCS authors' ``get_entity_bio``.
-
-    An ``I-`` tag extends the open chunk only when its type matches (otherwise the chunk stays
-    open without growing); an ``I-`` with no open chunk, or ``O``, closes the chunk.
-    """
-    chunks: list[tuple[str, int, int]] = []
-    ctype, start, end = None, -1, -1
-    last = len(tags) - 1
-    for i, tag in enumerate(tags):
-        if tag.startswith("B-"):
-            if end != -1:
-                chunks.append((ctype, start, end))
-            ctype, start, end = tag.split("-")[1], i, i
-            if i == last:
-                chunks.append((ctype, start, end))
-        elif tag.startswith("I-") and start != -1:
-            if tag.split("-")[1] == ctype:
-                end = i
-            if i == last:
-                chunks.append((ctype, start, end))
-        else:
-            if end != -1:
-                chunks.append((ctype, start, end))
-            ctype, start, end = None, -1, -1
-    return chunks
-
-
-def read_ner_gold(path) -> dict:
-    """``{(dialogue_id, sentence_id): [tags]}`` from the dialogues' ``BIO_label``."""
-    out = {}
-    for did, d in _dialogues(path).items():
-        for s in d.get("dialogue") or []:
-            out[(did, as_str(s.get("sentence_id")))] = as_str(s.get("BIO_label")).split(" ")
-    return out
 
 
 def read_ner_pred(path) -> dict:
@@ -124,12 +73,6 @@ def score_ner(gold: dict, pred: dict) -> dict:
 # --------------------------------------------------------------------------- DAC
 
 
-def read_dac_gold(path) -> dict:
-    """``{(dialogue_id, sentence_id): dialogue_act}``."""
-    return {(did, as_str(s.get("sentence_id"))): as_str(s.get("dialogue_act"))
-            for did, d in _dialogues(path).items() for s in d.get("dialogue") or []}
-
-
 def read_dac_pred(path) -> dict:
     return {(d, s): as_str(v).strip() for d, sents in _nested(path).items() for s, v in sents.items() if as_str(v).strip()}
 
@@ -141,19 +84,6 @@ def score_dac(gold: dict, pred: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- SR
-
-
-def read_sr_gold(path) -> dict:
-    """``{"utterance": {(did, sid): {symptom: type}}, "dialogue": {did: {symptom: type}}}``."""
-    utt, dia = {}, {}
-    for did, d in _dialogues(path).items():
-        dia[did] = {as_str(k): as_str(v) for k, v in ((d.get("implicit_info") or {}).get("Symptom") or {}).items()}
-        for s in d.get("dialogue") or []:
-            info = s.get("local_implicit_info")
-            if info is None:
-                info = dict(zip(s.get("symptom_norm") or [], s.get("symptom_type") or []))
-            utt[(did, as_str(s.get("sentence_id")))] = {as_str(k): as_str(v) for k, v in info.items()}
-    return {"utterance": utt, "dialogue": dia}
 
 
 def read_sr_pred(path) -> dict:
@@ -233,11 +163,6 @@ def report_text(report) -> str:
         return ""
     keys = [k for k in MRG_SECTIONS if k in report] + [k for k in report if k not in MRG_SECTIONS]
     return "".join(f"{k}：{as_str(report[k])}" for k in keys)
-
-
-def read_mrg_gold(path) -> dict:
-    """``{dialogue_id: [report dicts]}`` (two reference reports per dialogue in IMCS-V2)."""
-    return {did: [r for r in d.get("report") or [] if isinstance(r, dict)] for did, d in _dialogues(path).items()}
 
 
 def read_mrg_pred(path) -> dict:

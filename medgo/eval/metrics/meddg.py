@@ -19,7 +19,9 @@ from pathlib import Path
 
 from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
-from medgo.eval.metrics.common import as_str, pct, prf, read_json
+from medgo.data.cblue_gold import strip_speaker
+from medgo.data.files import as_str, read_json
+from medgo.eval.metrics.common import pct, prf
 
 ATTRIBUTE_RULES = {
     "时长": re.compile(r"多久|多长时间|几天了|几周了|几个月了|有多长|持续多少天"),
@@ -31,26 +33,12 @@ SMOOTHING = SmoothingFunction().method7
 BLEU_WEIGHTS = {"bleu-1": (1, 0, 0, 0), "bleu-2": (0, 1, 0, 0), "bleu-4": (0, 0, 0, 1), "bleu-avg": (0.25, 0.25, 0.25, 0.25)}
 
 
-def _strip_speaker(text: str) -> str:
-    text = as_str(text).strip()
-    for prefix in ("医生：", "医生:", "Doctor:", "doctor:"):
-        if text.startswith(prefix):
-            return text[len(prefix):].strip()
-    return text
-
-
-def read_meddg_gold(path) -> dict:
-    """``{id: gold response}`` from ``MedDG_dev.json`` (records ``{id, history, output}``)."""
-    data = read_json(path)
-    return {as_str(r.get("id")): _strip_speaker(r.get("output")) for r in data if isinstance(r, dict) and r.get("output") is not None} if isinstance(data, list) else {}
-
-
 def read_meddg_pred(path) -> dict:
     """``{id: response}`` from the submission layout (``MedDG_test.json`` with ``output`` filled in)."""
     data = read_json(path)
     if isinstance(data, dict):  # also accept a plain {id: response} mapping
-        return {as_str(k): _strip_speaker(v) for k, v in data.items() if isinstance(v, str)}
-    return {as_str(r.get("id")): _strip_speaker(r.get("output")) for r in data if isinstance(r, dict) and r.get("output") is not None} if isinstance(data, list) else {}
+        return {as_str(k): strip_speaker(v) for k, v in data.items() if isinstance(v, str)}
+    return {as_str(r.get("id")): strip_speaker(r.get("output")) for r in data if isinstance(r, dict) and r.get("output") is not None} if isinstance(data, list) else {}
 
 
 def read_meddg_vocab(gold_path) -> dict:

@@ -1,36 +1,20 @@
-"""Generation parsers: model reply text -> the task's prediction structure, plus the inverse renderers.
+"""Generation parsers: model reply text -> the task's prediction structure.
 
-    from medgo.eval.metrics.parsers import parse, render
+    from medgo.eval.metrics.parsers import parse
     pred, ok = parse("CMeEE-V2", reply, example)     # example: {"text": source sentence}
-    reply = render("CMeEE-V2", gold_item, example)   # the reply a perfect model gives
 
 ``parse`` returns ``(prediction, parse_ok)``.  The prediction has exactly the per-unit shape the
 task's scorer takes (``score_*(gold, {key: prediction})``); ``parse_ok`` is False when the reply
 holds nothing the parser recognises (the prediction is then empty or ``None`` and is scored as
 wrong).  Parsers tolerate prose around the answer, Markdown, code fences, full-width or ASCII
-punctuation, missing fields and repeated items.  ``render`` writes a gold item in the answer
-format each parser documents, so ``parse(render(gold)) == gold`` (the round trip is tested).
+punctuation, missing fields and repeated items.  Each reads the answer format that
+:func:`medgo.data.answers.render` writes (the formats are listed there), so
+``parse(render(gold)) == gold`` (the round trip is tested); they also accept CHIP-CTC and
+IMCS-V2-DAC labels in Chinese.
 
 ``example`` carries what a parser needs beyond the reply: the source ``text`` for span tasks
 (CMeEE-V2, CMedCausal) and the ``sentence`` for IMCS-V2-NER; ``candidates`` (CHIP-CDN, optional);
-``findings`` (CHIP-MDCFNPC: ``[(unit_key, mention)]``).  Answer formats (one item per line):
-
-==============  ===================================================================
-CMeEE-V2        ``疾病：哮喘，肺炎`` (type names below; ``无`` when there is none)
-CMeIE           ``主体：X；关系：P；客体：Y``
-CMedCausal      ``因果：A -> B`` · ``上下位：上位词 -> 下位词`` · ``条件：C -> A -> B``
-CHIP-CDEE       ``主体词：X；发生状态：否定；描述词：a，b；解剖部位：c``
-CHIP-CDN        ``标准词1##标准词2``
-classification  the label (CHIP-CTC in Chinese or English; STS ``是``/``不是``; QTR 0–3; QQR 0–2)
-KUAKE-IR        ``doc_id1,doc_id2,...``
-CHIP-MDCFNPC    ``发热：阳性``
-IMCS-V2-NER     ``症状：发烧，咳嗽`` (症状 药物 药物类别 检查 操作)
-IMCS-V2-DAC     the act name (English, e.g. ``Request-Symptom``, or its Chinese description)
-IMCS-V2-SR      ``发热：阴性`` (阳性 = 1, 阴性 = 0, 不确定 = 2)
-IMCS-V2-MRG     ``主诉：...`` one line per section
-MedDG           the doctor's reply
-Text2DT         a JSON array of nodes ``{"role", "triples", "logical_rel"}``
-==============  ===================================================================
+``findings`` (CHIP-MDCFNPC: ``[(unit_key, mention)]``).
 """
 
 from __future__ import annotations
@@ -41,28 +25,11 @@ import json
 import re
 from collections.abc import Callable
 
-from medgo.eval.metrics.classification import CTC_LABELS, QIC_LABELS
-from medgo.eval.metrics.extraction import CMEIE_PREDICATES
-from medgo.eval.metrics.imcs import DAC_LABELS, MRG_SECTIONS
+from medgo.data.answers import CMEEE_NAMES, CTC_ZH, DAC_ZH, IMCS_NER_NAMES
+from medgo.data.cblue_gold import CMEIE_PREDICATES, CTC_LABELS, DAC_LABELS, MDCFNPC_ATTRS, MRG_SECTIONS, QIC_LABELS
 
-CMEEE_NAMES = {"dis": "疾病", "sym": "临床表现", "dru": "药物", "equ": "医疗设备", "pro": "医疗程序",
-               "bod": "身体", "ite": "医学检验项目", "mic": "微生物类", "dep": "科室"}
-IMCS_NER_NAMES = {"Symptom": "症状", "Drug": "药物", "Drug_Category": "药物类别", "Medical_Examination": "检查", "Operation": "操作"}
-CTC_ZH = (
-    "疾病", "症状(患者感受)", "体征(医生检测）", "怀孕相关", "肿瘤进展", "疾病分期", "过敏耐受", "器官组织状态", "预期寿命",
-    "口腔相关", "药物", "治疗或手术", "设备", "护理", "诊断", "实验室检查", "风险评估", "受体状态", "年龄", "特殊病人特征",
-    "读写能力", "性别", "教育情况", "居住情况", "种族", "知情同意", "参与其它试验", "研究者决定", "能力", "伦理审查", "依存性",
-    "成瘾行为", "睡眠", "锻炼", "饮食", "酒精使用", "性取向", "吸烟状况", "献血", "病例来源", "残疾群体", "健康群体",
-    "数据可及性", "含有多个类别",
-)  # fmt: skip
 CTC_ZH_TO_EN = dict(zip(CTC_ZH, CTC_LABELS))
-DAC_ZH = (
-    "关于症状的询问", "关于症状的回答", "关于病因的询问", "关于病因的回答", "关于个人基本信息的询问", "关于个人基本信息的回答",
-    "关于已有检查和治疗的提问", "关于已有检查和治疗的回答", "关于用药建议的提问", "关于用药建议的解答", "关于就医建议的提问",
-    "关于就医建议的解答", "关于注意事项的提问", "关于注意事项的解答", "给出诊断", "非上述类型",
-)  # fmt: skip
 DAC_ZH_TO_EN = dict(zip(DAC_ZH, DAC_LABELS))
-MDCFNPC_ATTRS = ("阳性", "阴性", "其他", "不标注")
 SR_WORDS = {"阳性": "1", "阴性": "0", "不确定": "2", "有": "1", "没有": "0", "无": "0", "患有该症状": "1",
             "无法": "2", "不清楚": "2", "未知": "2",
             "没有患有该症状": "0", "无法根据上下文确定病人是否患有该症状": "2", "1": "1", "0": "0", "2": "2"}
@@ -160,19 +127,6 @@ def parse_cmeee(text: str, example: dict) -> tuple[list, bool]:
     return ents, seen or _says_none(text)
 
 
-def render_cmeee(item: dict, example: dict | None = None) -> str:
-    text = item["text"]
-    lines = []
-    for code, name in CMEEE_NAMES.items():
-        ms = []
-        for s, e, t in item["entities"]:
-            if t == code and text[s : e + 1] not in ms:
-                ms.append(text[s : e + 1])
-        if ms:
-            lines.append(f"{name}：" + "，".join(ms))
-    return "\n".join(lines) if lines else "无"
-
-
 def parse_imcs_ner(text: str, example: dict) -> tuple[list, bool]:
     """IMCS-V2-NER: typed mention lines -> BIO tags over the sentence (longer mentions first, no overlaps)."""
     sentence = str(example.get("sentence", ""))
@@ -185,21 +139,6 @@ def parse_imcs_ner(text: str, example: dict) -> tuple[list, bool]:
                 for k in range(s + 1, s + len(mention)):
                     tags[k] = f"I-{code}"
     return tags, seen or _says_none(text)
-
-
-def render_imcs_ner(tags: list, example: dict) -> str:
-    from medgo.eval.metrics.imcs import bio_chunks
-
-    sentence = str(example.get("sentence", ""))
-    lines = []
-    for code, name in IMCS_NER_NAMES.items():
-        ms = []
-        for t, s, e in bio_chunks(tags):
-            if t == code and sentence[s : e + 1] not in ms:
-                ms.append(sentence[s : e + 1])
-        if ms:
-            lines.append(f"{name}：" + "，".join(ms))
-    return "\n".join(lines) if lines else "无"
 
 
 _ARROW = re.compile(r"\s*(?:->|→|=>|－>|—>|⇒)\s*")
@@ -249,20 +188,6 @@ def parse_causal(text: str, example: dict) -> tuple[list, bool]:
     return units, seen or _says_none(text)
 
 
-def render_causal(units: list, example: dict) -> str:
-    source = str(example.get("text", ""))
-    m = lambda s: source[s[0] : s[1]]  # noqa: E731
-    lines = []
-    for u in units:
-        if u[1] == 1:
-            lines.append(f"因果：{m(u[0])} -> {m(u[2])}")
-        elif u[1] == 3:
-            lines.append(f"上下位：{m(u[0])} -> {m(u[2])}")
-        elif u[1] == 2:
-            lines.append(f"条件：{m(u[0])} -> {m(u[2][0])} -> {m(u[2][2])}")
-    return "\n".join(lines) if lines else "无"
-
-
 # --------------------------------------------------------------------------- structured extraction
 
 
@@ -300,10 +225,6 @@ def parse_cmeie(text: str, example: dict | None = None) -> tuple[list, bool]:
     return triples, seen or _says_none(text)
 
 
-def render_cmeie(triples: list, example: dict | None = None) -> str:
-    return "\n".join(f"主体：{s}；关系：{p}；客体：{o}" for s, p, o in triples) or "无"
-
-
 _CDEE_NAMES = {"主体词": "core", "发生状态": "tend", "描述词": "char", "解剖部位": "anat",
                "core_name": "core", "tendency": "tend", "character": "char", "anatomy_list": "anat"}
 _TENDENCY = {"": "", "否定": "否定", "不确定": "不确定", "肯定": "", "确定": "", "阳性": "", "无": "", "阴性": "否定"}
@@ -325,11 +246,6 @@ def parse_cdee(text: str, example: dict | None = None) -> tuple[list, bool]:
     return events, seen or _says_none(text)
 
 
-def render_cdee(events: list, example: dict | None = None) -> str:
-    return "\n".join(f"主体词：{c}；发生状态：{t}；描述词：{'，'.join(sorted(ch))}；解剖部位：{'，'.join(sorted(an))}"
-                     for c, t, ch, an in events) or "无"
-
-
 def parse_cdn(text: str, example: dict | None = None) -> tuple[list, bool]:
     """CHIP-CDN: standard terms separated by ``##`` (or ，、; / new lines) -> ``[terms]``, kept to ``candidates`` if given."""
     example = example or {}
@@ -344,10 +260,6 @@ def parse_cdn(text: str, example: dict | None = None) -> tuple[list, bool]:
         cset = set(cands)
         terms = [t for t in terms if t in cset]
     return terms, bool(terms) or _says_none(text)
-
-
-def render_cdn(terms: list, example: dict | None = None) -> str:
-    return "##".join(terms)
 
 
 # --------------------------------------------------------------------------- labels
@@ -398,14 +310,6 @@ parse_qqr = _label_parser(_QQR_OPTIONS)
 parse_dac = _label_parser(_DAC_OPTIONS)
 
 
-def _render_label(label, example=None) -> str:
-    return str(label)
-
-
-def render_sts(label, example=None) -> str:
-    return "是" if str(label) == "1" else "不是"
-
-
 def parse_ir(text: str, example: dict | None = None) -> tuple[list, bool]:
     """KUAKE-IR: doc ids in ranked order (separated by commas, spaces or lines)."""
     ids = []
@@ -414,10 +318,6 @@ def parse_ir(text: str, example: dict | None = None) -> tuple[list, bool]:
         if x and re.search(r"\w", x) and x not in ids:
             ids.append(x)
     return ids, bool(ids)
-
-
-def render_ir(ids: list, example=None) -> str:
-    return ",".join(ids)
 
 
 # --------------------------------------------------------------------------- dialogue tasks
@@ -453,10 +353,6 @@ def parse_mdcfnpc(text: str, example: dict) -> tuple[dict, bool]:
     return out, bool(out)
 
 
-def render_mdcfnpc(units: dict, example: dict) -> str:
-    return "\n".join(f"{mention}：{units[key]}" for key, mention in example.get("findings", []) if key in units)
-
-
 def parse_sr(text: str, example: dict | None = None) -> tuple[dict, bool]:
     """IMCS-V2-SR: ``症状：阳性|阴性|不确定`` (or 1/0/2) lines -> ``{symptom: "1"|"0"|"2"}``."""
     out = {}
@@ -467,11 +363,6 @@ def parse_sr(text: str, example: dict | None = None) -> tuple[dict, bool]:
         if v is not None and sym and sym not in out:
             out[sym] = v
     return out, bool(out) or _says_none(text)
-
-
-def render_sr(symptoms: dict, example=None) -> str:
-    word = {"1": "阳性", "0": "阴性", "2": "不确定"}
-    return "\n".join(f"{s}：{word.get(t, t)}" for s, t in symptoms.items()) or "无"
 
 
 def parse_mrg(text: str, example: dict | None = None) -> tuple[dict, bool]:
@@ -491,19 +382,11 @@ def parse_mrg(text: str, example: dict | None = None) -> tuple[dict, bool]:
     return report, found
 
 
-def render_mrg(report: dict, example=None) -> str:
-    return "\n".join(f"{k}：{report.get(k, '')}" for k in MRG_SECTIONS)
-
-
 def parse_meddg(text: str, example: dict | None = None) -> tuple[str, bool]:
     """MedDG: the reply itself (a leading ``医生：`` and surrounding quotes removed)."""
     t = clean(text)
     t = re.sub(r"^(?:医生|Doctor|doctor)\s*" + _COLON + r"\s*", "", t).strip().strip("“”\"'")
     return t, bool(t)
-
-
-def _render_text(x, example=None) -> str:
-    return str(x)
 
 
 def _json_array(text: str):
@@ -547,11 +430,6 @@ def parse_text2dt(text: str, example: dict | None = None) -> tuple[list, bool]:
     return nodes, bool(nodes)
 
 
-def render_text2dt(tree: list, example=None) -> str:
-    return json.dumps([{"role": n["role"], "triples": [list(t) for t in n["triples"]], "logical_rel": n["logical_rel"]} for n in tree],
-                      ensure_ascii=False)
-
-
 # --------------------------------------------------------------------------- registry
 
 PARSERS: dict[str, Callable] = {
@@ -560,13 +438,6 @@ PARSERS: dict[str, Callable] = {
     "KUAKE-QTR": parse_qtr, "KUAKE-QQR": parse_qqr, "KUAKE-IR": parse_ir, "CHIP-MDCFNPC": parse_mdcfnpc,
     "IMCS-V2-NER": parse_imcs_ner, "IMCS-V2-DAC": parse_dac, "IMCS-V2-SR": parse_sr, "IMCS-V2-MRG": parse_mrg,
     "MedDG": parse_meddg, "Text2DT": parse_text2dt,
-}  # fmt: skip
-RENDERERS: dict[str, Callable] = {
-    "CMeEE-V2": render_cmeee, "CMeIE": render_cmeie, "CMedCausal": render_causal, "CHIP-CDEE": render_cdee,
-    "CHIP-CDN": render_cdn, "CHIP-CTC": _render_label, "KUAKE-QIC": _render_label, "CHIP-STS": render_sts,
-    "KUAKE-QTR": _render_label, "KUAKE-QQR": _render_label, "KUAKE-IR": render_ir, "CHIP-MDCFNPC": render_mdcfnpc,
-    "IMCS-V2-NER": render_imcs_ner, "IMCS-V2-DAC": _render_label, "IMCS-V2-SR": render_sr, "IMCS-V2-MRG": render_mrg,
-    "MedDG": _render_text, "Text2DT": render_text2dt,
 }  # fmt: skip
 
 
@@ -577,8 +448,3 @@ def parse(task: str, text, example: dict | None = None):
     return PARSERS[task](text if isinstance(text, str) else ("" if text is None else str(text)), example or {})
 
 
-def render(task: str, gold, example: dict | None = None) -> str:
-    """The reply text that :func:`parse` reads back as ``gold``."""
-    if task not in RENDERERS:
-        raise KeyError(f"no renderer for task {task!r}; known: {', '.join(RENDERERS)}")
-    return RENDERERS[task](gold, example or {})

@@ -25,7 +25,7 @@ evaluator does not know are counted by name (``strict=True`` makes them an error
 
 The default is the official behaviour: a file the official evaluator rejects (a gold sample
 without a prediction, a sample predicted twice, a prediction for no gold sample, a reply its
-post-processing stops on) raises :class:`MetricsInputError` naming the reason.  ``lenient=True``
+post-processing stops on) raises :class:`TaskFileError` naming the reason.  ``lenient=True``
 scores such a file anyway (a missing prediction is an empty reply, the first of duplicates
 counts, extra predictions and unreadable reply lines are skipped) and counts what it forgave;
 that number is not the leaderboard's.
@@ -39,7 +39,8 @@ from rouge_chinese import Rouge
 from sklearn.metrics import classification_report
 from transformers import BasicTokenizer
 
-from medgo.eval.metrics.common import MetricsInputError, as_str, pct, read_json_or_jsonl
+from medgo.data.files import TaskFileError, as_str, read_json_or_jsonl
+from medgo.eval.metrics.common import pct
 from medgo.eval.metrics.promptcblue_replies import lowered_triples, structure
 from medgo.eval.metrics.text2dt import aggregate, eval_tree
 
@@ -154,8 +155,8 @@ def _metric(task: str, golds: list, preds: list, lenient: bool) -> dict:
 def _structure_row(task: str, row: dict, choices, lenient: bool, who: str):
     try:
         return structure(task, row.get("target", ""), choices, lenient)
-    except MetricsInputError as exc:
-        raise MetricsInputError(f"{who} {as_str(row.get('sample_id'))!r}: {exc}") from exc
+    except TaskFileError as exc:
+        raise TaskFileError(f"{who} {as_str(row.get('sample_id'))!r}: {exc}") from exc
 
 
 def score_task_rows(task: str, gold_rows: list[dict], pred_rows: dict, lenient: bool = False) -> dict:
@@ -171,7 +172,7 @@ def score_task_rows(task: str, gold_rows: list[dict], pred_rows: dict, lenient: 
         golds.append(_structure_row(task, g, g.get("answer_choices"), lenient, "gold sample"))
         preds.append(_structure_row(task, p, choices, lenient, "prediction for sample"))
     if missing and not lenient:
-        raise MetricsInputError(f"{task}: {len(missing)} gold samples have no prediction (first: {missing[0]!r}); "
+        raise TaskFileError(f"{task}: {len(missing)} gold samples have no prediction (first: {missing[0]!r}); "
                                 "the official evaluator rejects the file (--lenient scores them as empty replies)")
     res = _metric(task, golds, preds, lenient)
     n = len(gold_rows)
@@ -189,7 +190,7 @@ def _index_predictions(pred_rows: list[dict], gold_ids: set, lenient: bool) -> t
     extra = [s for s in preds if s not in gold_ids]
     if not lenient and (n_dup or extra):
         what = f"{n_dup} duplicated predictions" if n_dup else f"{len(extra)} predictions for no gold sample (first: {extra[0]!r})"
-        raise MetricsInputError(f"{what}; the official evaluator rejects the file (--lenient skips them)")
+        raise TaskFileError(f"{what}; the official evaluator rejects the file (--lenient skips them)")
     return preds, n_dup, len(extra)
 
 
@@ -212,7 +213,7 @@ def score_promptcblue_rows(gold_rows: list[dict], pred_rows: list[dict], lenient
         by_task.setdefault(task_name(g.get("task_dataset")), []).append(g)
     unknown = {t: len(rows) for t, rows in sorted(by_task.items()) if t not in TASKS}
     if strict and unknown:
-        raise MetricsInputError(f"records of unknown tasks: {', '.join(f'{t} ({n})' for t, n in unknown.items())}")
+        raise TaskFileError(f"records of unknown tasks: {', '.join(f'{t} ({n})' for t, n in unknown.items())}")
     known_ids = {as_str(g.get("sample_id")) for t, rows in by_task.items() if t in TASKS for g in rows}
     unknown_ids = {as_str(g.get("sample_id")) for t in unknown for g in by_task[t]}
     preds, n_dup, n_extra = _index_predictions(pred_rows, known_ids | unknown_ids, lenient)
@@ -229,7 +230,7 @@ def _rows(path) -> list[dict]:
     rows = data if isinstance(data, list) else [data]
     for n, r in enumerate(rows, 1):
         if not isinstance(r, dict):
-            raise MetricsInputError(f"{path}: record {n} is {type(r).__name__}, not an object")
+            raise TaskFileError(f"{path}: record {n} is {type(r).__name__}, not an object")
     return rows
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ast
 
-from medgo.eval.metrics.common import MetricsInputError
+from medgo.data.files import TaskFileError
 
 MRG_KEYS = ("主诉：", "现病史：", "辅助检查：", "既往史：", "诊断：", "建议：")
 CDEE_KEYS = ("主体词", "发生状态", "描述词", "解剖部位")
@@ -25,7 +25,7 @@ SR_DEFAULT = "无法根据上下文确定病人是否患有该症状"
 CLASS_TASKS = ("CHIP-CTC", "CHIP-STS", "KUAKE-IR", "KUAKE-QIC", "KUAKE-QQR", "KUAKE-QTR", "IMCS-V2-DAC", "MedDG")
 
 
-class ReplyFormatError(MetricsInputError):
+class ReplyFormatError(TaskFileError):
     """A reply the reference post-processing stops on; the message names the line."""
 
 

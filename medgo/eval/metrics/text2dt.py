@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import copy
 
-from medgo.eval.metrics.common import as_str, keyed_by_text, pct, read_json_or_jsonl
+from medgo.data.cblue_gold import TEXT2DT_RELATIONS, read_text2dt_gold
+from medgo.data.files import as_str
+from medgo.eval.metrics.common import pct
 
 ROLES = ("C", "D")
 LOGICAL_RELS = ("and", "or", "null")
-RELATIONS = ("临床表现", "治疗药物", "用法用量", "治疗方案", "禁用药物", "基本情况")
 EPS = 0.000001
 
 
@@ -41,7 +42,7 @@ def normalise_tree(tree) -> tuple[list[dict], int]:
         for t in n.get("triples") or []:
             if isinstance(t, (list, tuple)) and len(t) == 3:
                 triples.append(tuple(as_str(x).lower() for x in t))
-                if as_str(t[1]) not in RELATIONS:
+                if as_str(t[1]) not in TEXT2DT_RELATIONS:
                     bad += 1
             else:
                 bad += 1
@@ -234,13 +235,6 @@ def score_trees(gold: dict, pred: dict, variant: str = "chip2022") -> dict:
     }
     primary = "edit_ratio" if variant == "promptcblue" else "path_f1"
     return {"score": out[primary], "metric": primary, **out}
-
-
-def read_text2dt_gold(path) -> dict:
-    """``{text_key: tree}`` from ``Text2DT_dev.json``."""
-    data = read_json_or_jsonl(path)
-    recs = [r for r in (data if isinstance(data, list) else [data]) if isinstance(r, dict)]
-    return {k: r.get("tree") or [] for k, r in zip(keyed_by_text(as_str(r.get("text")) for r in recs), recs)}
 
 
 read_text2dt_pred = read_text2dt_gold

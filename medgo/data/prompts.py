@@ -1,14 +1,15 @@
 """Instruction templates: the one place that says how every task is asked and answered.
 
-    from medgo.eval.prompts import build_prompt, target_text
+    from medgo.data.prompts import build_prompt, target_text
     messages = build_prompt("CHIP-CTC", example)     # chat messages for generation
     answer = target_text("CHIP-CTC", example)        # the reply SFT trains on
 
-``example`` is one prompt's worth of a task as :func:`medgo.eval.cblue.read_examples` reads it
+``example`` is one prompt's worth of a task as :func:`medgo.data.cblue.read_examples` reads it
 from the task's native file: its input fields (``text``, ``query``, ``sentence``, ``dialogue``...)
-and its ``gold`` (for ClinicalQA a :class:`~medgo.eval.clinicalqa.Question`).  ``target_text``
-writes the gold in exactly the form the task's parser in :mod:`medgo.eval.metrics.parsers`
-reads back, so a model trained on these targets is scored by the same code that evaluates it
+and its ``gold`` (for ClinicalQA a question with ``question``, ``options`` ``{"A".."D"}`` and
+``answer``).  ``target_text`` writes the gold with :func:`medgo.data.answers.render`, in exactly
+the form the task's parser in :mod:`medgo.eval.metrics.parsers` reads back, so a model trained
+on these targets is scored by the same code that evaluates it
 (a test checks that parsing every target gives a perfect score on every task).
 """
 
@@ -17,10 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from medgo.eval.clinicalqa import LETTERS, Question
-from medgo.eval.metrics import TASKS, render
-from medgo.eval.metrics.imcs import MRG_SECTIONS
-from medgo.eval.metrics.parsers import CMEEE_NAMES, CTC_ZH, DAC_ZH, IMCS_NER_NAMES
+from medgo.data.answers import CMEEE_NAMES, CTC_ZH, DAC_ZH, IMCS_NER_NAMES, render
+from medgo.data.cblue_gold import CMEIE_PREDICATES, CTC_LABELS, DAC_LABELS, MRG_SECTIONS, QIC_LABELS, TEXT2DT_RELATIONS
 
 CLINICALQA = "ClinicalQA"
 
@@ -33,12 +32,12 @@ class Template:
     target: Callable[[dict], str]
 
 
-def _clinicalqa_prompt(q: Question) -> str:
-    options = "\n".join(f"{k}. {q.options[k]}" for k in LETTERS)
+def _clinicalqa_prompt(q) -> str:
+    options = "\n".join(f"{k}. {v}" for k, v in sorted(q.options.items()))
     return f"以下是一道临床医学单项选择题，请只回答正确选项的字母（A、B、C或D）。\n\n{q.question}\n{options}\n答案："
 
 
-def clinicalqa_option_text(q: Question, letter: str) -> str:
+def clinicalqa_option_text(q, letter: str) -> str:
     """The continuation scored for one option in ``loglik: option`` mode."""
     return f"{letter}. {q.options[letter]}"
 
@@ -58,7 +57,7 @@ def _cmeee(ex: dict) -> str:
 
 
 def _cmeie(ex: dict) -> str:
-    preds = "、".join(TASKS["CMeIE"].labels)
+    preds = "、".join(CMEIE_PREDICATES)
     return _lines(f"请抽取下面医学文本中的实体关系三元组，关系类型限于：{preds}。", "每个三元组一行，格式为“主体：X；关系：P；客体：Y”；没有时回答“无”。", f"文本：{ex['text']}")
 
 
@@ -84,12 +83,12 @@ def _cdn(ex: dict) -> str:
 
 
 def _ctc(ex: dict) -> str:
-    options = "；".join(f"{en}（{zh}）" for en, zh in zip(TASKS["CHIP-CTC"].labels, CTC_ZH))
+    options = "；".join(f"{en}（{zh}）" for en, zh in zip(CTC_LABELS, CTC_ZH))
     return _lines("请判断下面临床试验筛选标准句子的类别，只回答类别的英文名。", f"类别：{options}", f"句子：{ex['text']}")
 
 
 def _qic(ex: dict) -> str:
-    return _lines(f"请判断下面医疗搜索词的意图，只回答类别名：{'，'.join(TASKS['KUAKE-QIC'].labels)}。", f"搜索词：{ex['query']}")
+    return _lines(f"请判断下面医疗搜索词的意图，只回答类别名：{'，'.join(QIC_LABELS)}。", f"搜索词：{ex['query']}")
 
 
 def _sts(ex: dict) -> str:
@@ -128,7 +127,7 @@ def _imcs_ner(ex: dict) -> str:
 
 
 def _imcs_dac(ex: dict) -> str:
-    acts = "；".join(f"{en}（{zh}）" for en, zh in zip(TASKS["IMCS-V2-DAC"].labels, DAC_ZH))
+    acts = "；".join(f"{en}（{zh}）" for en, zh in zip(DAC_LABELS, DAC_ZH))
     return _lines("请判断下面医患对话语句的意图，只回答意图的英文名。", f"意图：{acts}", f"{ex['speaker']}：{ex['sentence']}")
 
 
@@ -148,7 +147,7 @@ def _meddg(ex: dict) -> str:
 
 
 def _text2dt(ex: dict) -> str:
-    rels = "、".join(TASKS["Text2DT"].labels)
+    rels = "、".join(TEXT2DT_RELATIONS)
     return _lines(
         f"请把下面的诊疗文本抽取为诊疗决策树，三元组关系限于：{rels}。",
         '回答一个JSON数组，按先序遍历列出节点，每个节点为{"role": "C"（条件）或"D"（决策）, "triples": [[主体, 关系, 客体], ...], "logical_rel": "and"|"or"|"null"}。',
