@@ -26,7 +26,7 @@ from medgo.eval import retrieval
 from medgo.eval.cblue import GenerationTask, IRTask, PromptCBLUETask, add_cdn_choices, collect, gold_file, promptcblue_task
 from medgo.eval.config import EvalConfig
 from medgo.eval.generation import run_requests
-from medgo.eval.metrics import TASKS, parse
+from medgo.eval.metrics import parse
 from medgo.eval.report import write_jsonl
 from medgo.eval.run import make_renderer
 from medgo.eval.submission import IMCS_RAW, check_submission, placeholder_gold, write_submission, zip_submission

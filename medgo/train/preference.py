@@ -20,7 +20,6 @@ in the same order give the same rows in the same order):
   judgement of the same ``response_id`` is counted as ``superseded``.
 * Whitespace is normalised (runs of spaces collapse, lines are stripped, at most one blank line);
   a pair whose chosen equals its rejected, and a repeat of an earlier pair, are dropped.
-
 * De-identified by default: every prompt, answer and correction passes through
   :func:`medgo.corpus.phi.deidentify` before pairing (names, phones, ID and record numbers...
   become typed placeholders), and ``summary.json`` counts the replacements by type under
