@@ -125,7 +125,7 @@ def run(cfg: EvalConfig) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     init_ray(cfg.ray.address)
-    count = Counter(len(cfg.models))
+    count = AnswerCount(len(cfg.models))
     per_model = {m.name: evaluate_model(m, cfg, tasks, qa, renderers[m.name], run_dir / "predictions" / m.name, count) for m in cfg.models}
     results = assemble(cfg, per_model, skipped)
     paths = write_report(run_dir, results, cfg.chart)
@@ -134,7 +134,7 @@ def run(cfg: EvalConfig) -> dict:
     return results
 
 
-class Counter:
+class AnswerCount:
     """Answers so far, out of every model's requests, shown on the stage's progress bar."""
 
     def __init__(self, models: int):
