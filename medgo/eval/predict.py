@@ -28,7 +28,7 @@ from medgo.eval.config import EvalConfig
 from medgo.eval.generation import run_requests
 from medgo.eval.metrics import parse
 from medgo.eval.report import write_jsonl
-from medgo.eval.run import make_renderer
+from medgo.eval.run import AnswerCount, make_renderer
 from medgo.eval.submission import IMCS_RAW, check_submission, placeholder_gold, write_submission, zip_submission
 from medgo.ray_utils import init_ray
 
@@ -104,9 +104,9 @@ def run(cfg: EvalConfig) -> dict:
     save_config(cfg, run_dir / "config.yaml")
     init_ray(cfg.ray.address)
     requests = [r for t in tasks.values() for r in t.requests(render)]
-    answered = iter(range(1, len(requests) + 1))
-    answers = run_requests(model.model, requests, cfg.generation, cfg.ray, desc=f"predict {model.name}",
-                           on_answer=lambda: console.progress(next(answered), len(requests)))
+    count = AnswerCount(models=1)
+    count.expect(len(requests))
+    answers = run_requests(model.model, requests, cfg.generation, cfg.ray, desc=f"predict {model.name}", on_answer=count)
     sub_dir, out_dir = run_dir / "submission", run_dir / "predictions" / model.name
     if cfg.cblue.metric_set == "promptcblue":
         results = {"PromptCBLUE": _promptcblue_finish(tasks["PromptCBLUE"], answers, sub_dir)}
