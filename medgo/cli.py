@@ -49,6 +49,13 @@ COMMANDS: dict[str, Command] = {
     "sft": Command("medgo.train.sft_config:SFTConfig", "medgo.train.sft:run", "supervised fine-tuning with LoRA (TRL SFTTrainer) on Ray Train + DeepSpeed ZeRO-3", configs="sft", flags={"--output": "output_dir", "--base": "model.base_model"}, quiet=True),
     "dpo": Command("medgo.train.dpo_config:DPOConfig", "medgo.train.dpo:run", "DPO from doctors' feedback (TRL DPOTrainer + LoRA) on Ray Train + DeepSpeed ZeRO-3", configs="dpo", flags={"--output": "output_dir", "--base": "model.base_model", "--adapter": "model.adapter", "--feedback": "data.feedback"}, quiet=True),
     "eval score": Command(None, "medgo.eval.score_cli:main", "score existing predictions: --task TASK --gold FILE --pred FILE, or --format promptcblue"),
+    "flywheel init": Command(None, "medgo.flywheel.cli:init_main", "register the model served now as the production version and publish it"),
+    "flywheel status": Command(None, "medgo.flywheel.cli:status_main", "per live model version: answers, judgements, acceptance with a 95% interval"),
+    "flywheel promote": Command(None, "medgo.flywheel.cli:promote_main", "make a canary production, in the running application; audited"),
+    "flywheel rollback": Command(None, "medgo.flywheel.cli:rollback_main", "reject a canary or the production version (its parent returns), in the running application; audited"),
+    "flywheel share": Command(None, "medgo.flywheel.cli:share_main", "change the canary's share of conversations, in the running application; audited"),
+    "flywheel check": Command(None, "medgo.flywheel.cli:check_main", "the auto-rollback rule: roll back a canary significantly worse than production"),
+    "flywheel publish": Command(None, "medgo.flywheel.cli:publish_main", "push the registry's live versions to the running application"),
     "serve": Command(None, "medgo.serve.cli:main", "serve on Ray Serve with an OpenAI-compatible API (serve_configs/local.yaml); 'serve export' writes de-identified feedback JSONL, 'serve purge' applies retention, 'serve keys' manages API keys"),
 }
 
