@@ -2,8 +2,8 @@
 
 :meth:`LiveAdapters.apply` runs on the engine thread between two forward passes (through
 :meth:`medgo.serve.engine.Engine.call`), so no batch ever sees a half-loaded adapter.  A retired
-adapter stays loaded while any running or queued request still uses it and is deleted at a later
-:meth:`apply` (each ``reconfigure``); requests keep the adapter they started with.
+adapter stays loaded while any running or queued request still uses it and is deleted later (at the
+next ``reconfigure`` or health check, :meth:`collect`); requests keep the adapter they started with.
 """
 
 from __future__ import annotations
@@ -54,11 +54,15 @@ class LiveAdapters:
         logger.info("flywheel: production=%s canary=%s share=%.2f loaded=%s", config.production.version,
                     config.canary.version if config.canary else None, config.canary_share, sorted(self.loaded))
 
+    def retired(self) -> list[str]:
+        """Versions still loaded that are no longer live (deleted by :meth:`collect` once unused)."""
+        live = {v.version for v in self.config.versions()} if self.config else set()
+        return [v for v in self.loaded if v not in live]
+
     def collect(self, engine: Engine) -> list[str]:
         """Delete retired adapters no request uses (engine thread); the versions deleted."""
-        live = {v.version for v in self.config.versions()} if self.config else set()
         in_use = {s.request.adapter for s in [*engine.rows, *list(engine.pending.queue)] if isinstance(s, Sequence)}
-        gone = [v for v, name in self.loaded.items() if v not in live and name not in in_use]
+        gone = [v for v in self.retired() if self.loaded[v] not in in_use]
         for version in gone:
             if isinstance(engine.model, PeftModel) and len(engine.model.peft_config) > 1:  # PEFT keeps at least one adapter
                 engine.model.delete_adapter(self.loaded.pop(version))

@@ -171,6 +171,8 @@ class ModelRunner:
             if time.monotonic() - engine.last_step > HEALTH_STALL_S:
                 raise RuntimeError(f"engine made no progress for {HEALTH_STALL_S:.0f}s")
             return
+        if self.flywheel.retired():  # delete retired flywheel adapters no request uses any more
+            await asyncio.wrap_future(engine.call(lambda: self.flywheel.collect(engine)))
         probe = GenerationRequest(prompt_ids=self.tokenizer("健康检查")["input_ids"] or [0], max_tokens=1, temperature=0)
         async with aclosing(engine.generate(probe)) as events:
             async for event in events:

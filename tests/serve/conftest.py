@@ -180,6 +180,31 @@ def scaling_app(serve_apps):
 
 
 @pytest.fixture(scope="package")
+def flywheel_deployed(serve_url, key_file, tmp_path_factory):
+    """The MedGo app at /flywheel deployed from a config, as ``serve run``/``serve deploy`` do, so the
+    flywheel can update it in place; its SQLite store is also the registry.  Does not wait."""
+    from ray import serve
+    from ray.serve.context import _connect
+    from ray.serve.schema import ServeDeploySchema
+
+    db = f"sqlite:///{tmp_path_factory.mktemp('flywheel') / 'flywheel.db'}"
+    args = dict(model={"base_model": "tiny"}, database_url=db, database_url_env=None, api_keys_env=None, api_key_file=str(key_file),
+                max_tokens_limit=64, default_max_tokens=16, flywheel_metrics_interval_s=0)
+    model = {"name": "MedGoModel", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}, "ray_actor_options": {"num_cpus": 0.25}}
+    app = {"name": "flywheel", "route_prefix": "/flywheel", "import_path": "medgo.serve.app:build_app", "args": args,
+           "deployments": [model, {"name": "MedGoAPI", "ray_actor_options": {"num_cpus": 0.1}}]}
+    _connect().deploy_apps(ServeDeploySchema(applications=[app]))
+    yield SimpleNamespace(url=f"{serve_url}/flywheel", db=db, app="flywheel", headers={"Authorization": f"Bearer {API_KEY}"})
+    serve.delete("flywheel")
+
+
+@pytest.fixture(scope="package")
+def flywheel_app(flywheel_deployed):
+    wait_running("flywheel")
+    return flywheel_deployed
+
+
+@pytest.fixture(scope="package")
 def serve_run_process(tmp_path_factory):
     """``serve run`` of serve_configs/local.yaml (test port, temp database, an API key) on its own
     local Ray, as a subprocess; yields (url, config path, process, log path, key) without waiting."""
@@ -224,5 +249,7 @@ def _boot_servers_early(request):
     needed = set().union(*(item.fixturenames for item in request.session.items if "serve" in item.path.parts))
     if needed & {"main_app", "busy_app", "scaling_app"}:
         request.getfixturevalue("serve_apps")
+    if "flywheel_app" in needed:
+        request.getfixturevalue("flywheel_deployed")
     if "serve_run_process" in needed or any(item.path.name == "test_serve_run.py" for item in request.session.items):
         request.getfixturevalue("serve_run_process")
