@@ -105,7 +105,12 @@ def _setup(tmp: Path) -> tuple[str, Registry]:
     args = {"model": {"base_model": "tiny"}, "database_url": db, "database_url_env": None, "api_keys_env": None, "flywheel_metrics_interval_s": 0}
     app = {"name": "medgo", "route_prefix": "/", "import_path": "medgo.serve.app:build_app", "args": args,
            "deployments": [{"name": "MedGoModel", "autoscaling_config": {"min_replicas": 1, "max_replicas": 1}}]}
-    _connect().deploy_apps(ServeDeploySchema(applications=[app]), _blocking=True)
+    _connect().deploy_apps(ServeDeploySchema(applications=[app]))
+    deadline = time.monotonic() + 600
+    while (status := serve.status().applications.get("medgo")) is None or status.status != "RUNNING":
+        if time.monotonic() > deadline or (status is not None and status.status == "DEPLOY_FAILED"):
+            raise RuntimeError(f"the application did not start: {status.message if status else 'not deployed'}")
+        time.sleep(1)
     tokenizer, dirs = load_tokenizer(), []
     for seed in (0, 1):
         torch.manual_seed(seed)
