@@ -49,6 +49,8 @@ PURGE_MODES = ("delete", "deidentify")
 AGE = re.compile(r"^([1-9][0-9]{0,5})([hdw])$")
 AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 MAX_AGE = timedelta(days=36525)
+JUDGE_ATTEMPTS = 10
+"""Tries to store a judgement while concurrent posts by the same reviewer on the same response win the race."""
 
 
 class Base(DeclarativeBase):
@@ -214,10 +216,13 @@ class FeedbackStore:
         """
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-        try:
-            return self._judge(response_id, verdict, corrected_answer, comment, reviewer)
-        except IntegrityError:  # a concurrent post by the same reviewer won: judge again against it
-            return self._judge(response_id, verdict, corrected_answer, comment, reviewer)
+        for attempt in range(JUDGE_ATTEMPTS):
+            try:
+                return self._judge(response_id, verdict, corrected_answer, comment, reviewer)
+            except IntegrityError:  # a concurrent post by the same reviewer won: judge again against it
+                if attempt == JUDGE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _judge(self, response_id: str, verdict: str, corrected_answer: str | None, comment: str | None, reviewer: str | None) -> StoredFeedback:
         with Session(self.engine) as session:
