@@ -332,7 +332,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("prompt").addEventListener("keydown", (e) => { if (e.key === "Enter" && e.ctrlKey) send(e); });
   $("stop").addEventListener("click", stop);
   $("new-chat").addEventListener("click", newChat);
-  $("queue-model").addEventListener("change", loadQueue);
+  $("queue-model").addEventListener("change", () => { $("queue-model").blur(); loadQueue(); });  // shortcuts work at once
   $("queue-reload").addEventListener("click", loadQueue);
   $("versions-reload").addEventListener("click", loadVersions);
   document.addEventListener("keydown", queueKeys);
