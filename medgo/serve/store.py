@@ -4,7 +4,8 @@ A SQLite file by default (WAL journal, so several replicas on one machine can wr
 PostgreSQL server by URL.  Identical feedback on the same response is stored once (a unique
 content digest); feedback for an unknown response id is refused.  Judgements are never edited: a reviewer's new
 verdict on a response they judged before is a new row whose ``supersedes`` names the row it
-replaces, so lineage stays; the current row is the reviewer's newest on that response, and exports, the
+replaces, so lineage stays; the current row is the reviewer's newest on that response (concurrent
+posts by one reviewer may name the same earlier row; the newest still wins), and exports, the
 review queue and the version statistics use current rows only.  Row ids only grow, so "rows with
 id above a watermark" are the judgements given since.  The JSONL export is what the
 preference (DPO/KTO) stage reads::
@@ -49,8 +50,8 @@ PURGE_MODES = ("delete", "deidentify")
 AGE = re.compile(r"^([1-9][0-9]{0,5})([hdw])$")
 AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 MAX_AGE = timedelta(days=36525)
-JUDGE_ATTEMPTS = 10
-"""Tries to store a judgement while concurrent posts by the same reviewer on the same response win the race."""
+JUDGE_ATTEMPTS = 3
+"""Tries to store a judgement while an identical concurrent post wins the race."""
 
 
 class Base(DeclarativeBase):
@@ -91,8 +92,8 @@ class FeedbackRow(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     reviewer: Mapped[str | None] = mapped_column(String(256))
     digest: Mapped[str] = mapped_column(String(64), unique=True)
-    supersedes: Mapped[int | None] = mapped_column(Integer, unique=True)
-    """The id of the same reviewer's earlier judgement of this response that this row replaces (at most one row replaces a row)."""
+    supersedes: Mapped[int | None] = mapped_column(Integer)
+    """The id of the reviewer's judgement of this response that was current when this row was stored."""
 
 
 class AuditRow(Base):
@@ -219,7 +220,7 @@ class FeedbackStore:
         for attempt in range(JUDGE_ATTEMPTS):
             try:
                 return self._judge(response_id, verdict, corrected_answer, comment, reviewer)
-            except IntegrityError:  # a concurrent post by the same reviewer won: judge again against it
+            except IntegrityError:  # an identical concurrent post won: judge again against it
                 if attempt == JUDGE_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")
@@ -326,7 +327,6 @@ def _add_supersedes(engine: Engine) -> None:
         return
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE medgo_feedback ADD COLUMN supersedes INTEGER"))
-        conn.execute(text("CREATE UNIQUE INDEX ix_medgo_feedback_supersedes ON medgo_feedback (supersedes)"))
 
 
 def _deidentify_rows(session: Session, old) -> dict:

@@ -71,11 +71,11 @@ def ui_routes(app: FastAPI) -> None:
     assets = load_assets()
     page = render_page(assets)
 
-    @app.get("/ui", include_in_schema=False)
+    @app.api_route("/ui", methods=["GET", "HEAD"], include_in_schema=False)
     async def ui_root() -> Response:
         return RedirectResponse("ui/", status_code=308, headers=SECURITY_HEADERS)  # relative: keeps the app's route prefix
 
-    @app.get("/ui/", include_in_schema=False)
+    @app.api_route("/ui/", methods=["GET", "HEAD"], include_in_schema=False)
     async def ui_page(request: Request) -> Response:
         etag = f'"{page.digest}"'
         headers = {**SECURITY_HEADERS, "Cache-Control": "no-cache", "ETag": etag}
@@ -83,7 +83,7 @@ def ui_routes(app: FastAPI) -> None:
             return Response(status_code=304, headers=headers)
         return Response(page.body, media_type=page.media_type, headers=headers)
 
-    @app.get("/ui/static/{digest}/{name}", include_in_schema=False)
+    @app.api_route("/ui/static/{digest}/{name}", methods=["GET", "HEAD"], include_in_schema=False)
     async def ui_static(digest: str, name: str) -> Response:
         asset = assets.get(name)
         if asset is None or asset.digest != digest:
