@@ -8,7 +8,9 @@ tests and benchmarks a :class:`~medgo.serve.model.ModelRunner` in the same proce
     POST /v1/feedback                                                        (scope feedback)
     GET  /v1/review/queue                                                    (scope review)
     GET  /v1/feedback/export    POST /v1/admin/purge   GET /v1/admin/audit   (scope admin)
-    GET  /healthz                                                            (no key)
+    GET  /v1/versions/stats                                                  (scope admin)
+    GET  /v1/me                                                              (any key)
+    GET  /healthz               GET /ui/  (the doctors' workbench, medgo.serve.ui)   (no key)
 
 Scopes and keys: :mod:`medgo.serve.security`.  The review queue and the export are de-identified;
 every export and purge is written to the audit table under the key's name.  Logs carry ids,
@@ -41,14 +43,16 @@ from medgo.flywheel.routing import VERSION_HEADER, request_bucket
 from medgo.serve.metrics import ServeMetrics
 from medgo.serve.protocol import (
     APIError, AuditLog, ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ErrorResponse, FeedbackRequest,
-    FeedbackResponse, ModelCard, ModelList, PurgeRequest, PurgeResponse, ReviewQueue, error_response, new_id, now,
+    FeedbackResponse, KeyInfo, ModelCard, ModelList, PurgeRequest, PurgeResponse, ReviewQueue, VersionStatsList, error_response, new_id, now,
 )
 from medgo.serve.security import OPEN_KEY, ROUTE_SCOPES, Guard, KeyRing
 from medgo.serve.settings import ServeSettings
 from medgo.serve.store import FeedbackStore, UnknownResponse, iso, parse_age, utcnow
+from medgo.serve.ui import ui_routes
+from medgo.serve.versions import version_stats
 
 logger = logging.getLogger("ray.serve")
-ROUTES = (*ROUTE_SCOPES, "/healthz")
+ROUTES = (*ROUTE_SCOPES, "/healthz", "/v1/me")
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 503, 504)}
 SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "stop", "seed", "ignore_eos")
 
@@ -95,6 +99,7 @@ def build_api(backend, settings: ServeSettings, store: FeedbackStore, metrics: S
     _review_routes(router, ctx)
     _admin_routes(router, ctx)
     app.include_router(router)
+    ui_routes(app)
 
     @app.get("/healthz")
     async def healthz() -> dict:
@@ -332,7 +337,13 @@ def _feedback_routes(router: APIRouter, ctx: Context) -> None:
         response.status_code = 201 if stored.created else 200
         ctx.metrics.feedback_posted(stored.verdict, stored.created)
         logger.info("feedback id=%d response=%s verdict=%s new=%s", stored.id, stored.response_id, stored.verdict, stored.created)
-        return FeedbackResponse(id=stored.id, response_id=stored.response_id, verdict=stored.verdict, duplicate=not stored.created)
+        return FeedbackResponse(id=stored.id, response_id=stored.response_id, verdict=stored.verdict, duplicate=not stored.created, supersedes=stored.supersedes)
+
+    @router.get("/v1/me", response_model=KeyInfo, responses=ERRORS)
+    async def me(request: Request) -> KeyInfo:
+        """The name and scopes of the key this request came with."""
+        key = getattr(request.state, "api_key", OPEN_KEY)
+        return KeyInfo(name=key.name, scopes=list(key.scopes))
 
 
 
@@ -352,10 +363,14 @@ async def stored(ctx: Context, what: str, work):
 
 def _review_routes(router: APIRouter, ctx: Context) -> None:
     @router.get("/v1/review/queue", response_model=ReviewQueue, responses=ERRORS)
-    async def review_queue(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000)) -> ReviewQueue:
+    async def review_queue(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000),
+                           model: str | None = Query(None, min_length=1, max_length=256, description="only answers of this served model (the base or an adapter)")) -> ReviewQueue:
         """Completions that await a doctor's judgement, newest first, with identifiers replaced."""
-        items, counts = await stored(ctx, "read the review queue", lambda: ctx.store.review_queue(limit, offset))
-        return ReviewQueue(data=items, deidentified=dict(sorted(counts.items())))
+        def page():
+            return *ctx.store.review_queue(limit, offset, model), ctx.store.queue_models()
+
+        items, counts, models = await stored(ctx, "read the review queue", page)
+        return ReviewQueue(data=items, deidentified=dict(sorted(counts.items())), models=models)
 
 
 def _admin_routes(router: APIRouter, ctx: Context) -> None:
@@ -381,6 +396,11 @@ def _admin_routes(router: APIRouter, ctx: Context) -> None:
         result = await stored(ctx, "purge", lambda: ctx.store.purge(before, body.mode, actor=key_name(request), source="api", arguments=args))
         logger.info("purge key=%s mode=%s completions=%d feedback=%d", key_name(request), body.mode, result["completions"], result["feedback"])
         return PurgeResponse(before=iso(before), mode=body.mode, **result)
+
+    @router.get("/v1/versions/stats", response_model=VersionStatsList, responses=ERRORS)
+    async def versions() -> VersionStatsList:
+        """Per served version: answers, current judgements, acceptance rate with its 95% Wilson interval."""
+        return VersionStatsList(data=await stored(ctx, "read the version statistics", lambda: version_stats(ctx.store)))
 
     @router.get("/v1/admin/audit", response_model=AuditLog, responses=ERRORS)
     async def audit(limit: int = Query(100, ge=1, le=10_000)) -> AuditLog:

@@ -167,6 +167,8 @@ class FeedbackResponse(BaseModel):
     response_id: str
     verdict: str
     duplicate: bool
+    supersedes: int | None = None
+    """The id of the same reviewer's earlier judgement of this response that this one replaces."""
 
 
 class ReviewItem(BaseModel):
@@ -174,6 +176,9 @@ class ReviewItem(BaseModel):
     created: str
     model: str
     endpoint: str
+    base_version: str | None = None
+    adapter: str | None = None
+    adapter_version: str | None = None
     prompt: str
     messages: list[dict] | None
     answer: str
@@ -184,6 +189,34 @@ class ReviewQueue(BaseModel):
     data: list[ReviewItem]
     deidentified: dict[str, int]
     """Identifiers replaced in this page, by type."""
+    models: list[str] = []
+    """Served model names with completions awaiting judgement (the ``model`` filter's choices)."""
+
+
+class KeyInfo(BaseModel):
+    object: Literal["api_key"] = "api_key"
+    name: str
+    scopes: list[str]
+
+
+class VersionStats(BaseModel):
+    model: str
+    base_version: str
+    adapter: str | None
+    adapter_version: str | None
+    answers: int
+    judgements: int
+    """Current judgements (each reviewer's newest on each answer)."""
+    acceptable: int
+    acceptance_rate: float | None
+    interval_95: tuple[float, float] | None
+    """95% Wilson score interval of the acceptance rate."""
+    last_served: str
+
+
+class VersionStatsList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VersionStats]
 
 
 class PurgeResponse(BaseModel):

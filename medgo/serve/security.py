@@ -5,7 +5,11 @@ A key has a name and scopes:
 ``chat``      ``POST /v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``
 ``feedback``  ``POST /v1/feedback`` (the judgement's reviewer is the key's name)
 ``review``    ``GET /v1/review/queue``: de-identified conversations that await judgement
-``admin``     ``GET /v1/feedback/export``, ``POST /v1/admin/purge``, ``GET /v1/admin/audit``
+``admin``     ``GET /v1/feedback/export``, ``POST /v1/admin/purge``, ``GET /v1/admin/audit``,
+              ``GET /v1/versions/stats``
+
+``GET /v1/me`` (the key's own name and scopes) needs any valid key; the workbench's page and
+static files under ``/ui`` need none (the page asks for a key and sends it with each call).
 
 Production keys live in a key file (``api_key_file``), one key a line: its name, its scopes
 (comma-separated) and the SHA-256 of the key, never the key itself::
@@ -38,6 +42,8 @@ from medgo.serve.protocol import error_response
 logger = logging.getLogger("ray.serve")
 SCOPES = ("chat", "feedback", "review", "admin")
 OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PREFIX = "/ui/"
+"""The workbench's page and static files (:mod:`medgo.serve.ui`): no key, no API data."""
 ROUTE_SCOPES = {
     "/v1/chat/completions": "chat",
     "/v1/completions": "chat",
@@ -47,6 +53,7 @@ ROUTE_SCOPES = {
     "/v1/feedback/export": "admin",
     "/v1/admin/purge": "admin",
     "/v1/admin/audit": "admin",
+    "/v1/versions/stats": "admin",
 }
 """The scope each route needs; other paths (the OpenAPI document, unknown routes) need any valid key."""
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -229,7 +236,7 @@ class Guard:
         root = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root):] or "/"
-        refusal = None if path in OPEN_PATHS else self._authorise(scope, path)
+        refusal = None if path in OPEN_PATHS or (path + "/").startswith(OPEN_PREFIX) else self._authorise(scope, path)
         if refusal is not None:
             return await refusal(scope, receive, send)
         body, too_large = await self._read_body(scope, receive)

@@ -2,7 +2,12 @@
 
 A SQLite file by default (WAL journal, so several replicas on one machine can write), any
 PostgreSQL server by URL.  Identical feedback on the same response is stored once (a unique
-content digest); feedback for an unknown response id is refused.  The JSONL export is what the
+content digest); feedback for an unknown response id is refused.  Judgements are never edited: a reviewer's new
+verdict on a response they judged before is a new row whose ``supersedes`` names the row it
+replaces, so lineage stays; the current row is the reviewer's newest on that response (concurrent
+posts by one reviewer may name the same earlier row; the newest still wins), and exports, the
+review queue and the version statistics use current rows only.  Row ids only grow, so "rows with
+id above a watermark" are the judgements given since.  The JSONL export is what the
 preference (DPO/KTO) stage reads::
 
     medgo serve export --database sqlite:///runs/serve/feedback.db --output runs/serve/feedback.jsonl
@@ -33,10 +38,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import DDL, JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, func, select
+from sqlalchemy import DDL, JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, aliased, mapped_column
 
 from medgo.corpus.phi import scrub
 from medgo.data.feedback import VERDICTS, feedback_record
@@ -45,6 +50,8 @@ PURGE_MODES = ("delete", "deidentify")
 AGE = re.compile(r"^([1-9][0-9]{0,5})([hdw])$")
 AGE_UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 MAX_AGE = timedelta(days=36525)
+JUDGE_ATTEMPTS = 3
+"""Tries to store a judgement while an identical concurrent post wins the race."""
 
 
 class Base(DeclarativeBase):
@@ -85,6 +92,8 @@ class FeedbackRow(Base):
     comment: Mapped[str | None] = mapped_column(Text)
     reviewer: Mapped[str | None] = mapped_column(String(256))
     digest: Mapped[str] = mapped_column(String(64), unique=True)
+    supersedes: Mapped[int | None] = mapped_column(Integer)
+    """The id of the reviewer's judgement of this response that was current when this row was stored."""
 
 
 class AuditRow(Base):
@@ -114,6 +123,13 @@ for _ddl, _dialect in (
     event.listen(AuditRow.__table__, "after_create", DDL(_ddl).execute_if(dialect=_dialect))
 
 
+_LATER = aliased(FeedbackRow)
+CURRENT = ~select(_LATER.id).where(_LATER.response_id == FeedbackRow.response_id, _LATER.reviewer.is_not_distinct_from(FeedbackRow.reviewer), _LATER.id > FeedbackRow.id).exists()
+"""Where-clause: the feedback row is current (its reviewer's newest on its response)."""
+UNJUDGED = ~select(FeedbackRow.id).where(FeedbackRow.response_id == CompletionRow.id).exists()
+"""Where-clause: nobody has judged the completion."""
+
+
 class UnknownResponse(LookupError):
     """Feedback names a response id the store has never seen."""
 
@@ -125,6 +141,7 @@ class StoredFeedback:
     verdict: str
     created: bool
     """False when identical feedback was already stored (nothing new was written)."""
+    supersedes: int | None = None
 
 
 def utcnow() -> datetime:
@@ -140,8 +157,8 @@ def parse_age(text: str) -> timedelta:
     return age
 
 
-def feedback_digest(response_id: str, verdict: str, corrected_answer: str | None, comment: str | None, reviewer: str | None) -> str:
-    fields = [response_id, verdict, corrected_answer, comment, reviewer]
+def feedback_digest(response_id: str, verdict: str, corrected_answer: str | None, comment: str | None, reviewer: str | None, supersedes: int | None = None) -> str:
+    fields = [response_id, verdict, corrected_answer, comment, reviewer] + ([supersedes] if supersedes is not None else [])
     return hashlib.sha256(json.dumps(fields, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -179,6 +196,7 @@ class FeedbackStore:
         for attempt in range(attempts):
             try:
                 Base.metadata.create_all(self.engine)
+                _add_supersedes(self.engine)
                 return
             except (IntegrityError, OperationalError, ProgrammingError):
                 if attempt == attempts - 1:
@@ -192,27 +210,34 @@ class FeedbackStore:
             session.add(CompletionRow(**fields))
 
     def add_feedback(self, response_id: str, verdict: str, corrected_answer: str | None = None, comment: str | None = None, reviewer: str | None = None) -> StoredFeedback:
-        """Store a verdict once; raises :class:`UnknownResponse` for an unknown response id."""
+        """Store a judgement; it supersedes the reviewer's current one on this response, if any.
+
+        Repeating the reviewer's current judgement stores nothing (``created`` False); raises
+        :class:`UnknownResponse` for an unknown response id.
+        """
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
-        digest = feedback_digest(response_id, verdict, corrected_answer, comment, reviewer)
+        for attempt in range(JUDGE_ATTEMPTS):
+            try:
+                return self._judge(response_id, verdict, corrected_answer, comment, reviewer)
+            except IntegrityError:  # an identical concurrent post won: judge again against it
+                if attempt == JUDGE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _judge(self, response_id: str, verdict: str, corrected_answer: str | None, comment: str | None, reviewer: str | None) -> StoredFeedback:
         with Session(self.engine) as session:
             if session.get(CompletionRow, response_id) is None:
                 raise UnknownResponse(response_id)
-            existing = session.scalar(select(FeedbackRow).where(FeedbackRow.digest == digest))
-            if existing is not None:
-                return StoredFeedback(existing.id, response_id, verdict, False)
-            row = FeedbackRow(response_id=response_id, created=utcnow(), verdict=verdict, corrected_answer=corrected_answer, comment=comment, reviewer=reviewer, digest=digest)
+            current = session.scalar(select(FeedbackRow).where(FeedbackRow.response_id == response_id, FeedbackRow.reviewer.is_not_distinct_from(reviewer), CURRENT))
+            if current is not None and (current.verdict, current.corrected_answer, current.comment) == (verdict, corrected_answer, comment):
+                return StoredFeedback(current.id, response_id, verdict, False, current.supersedes)
+            old = current.id if current is not None else None
+            row = FeedbackRow(response_id=response_id, created=utcnow(), verdict=verdict, corrected_answer=corrected_answer, comment=comment,
+                              reviewer=reviewer, digest=feedback_digest(response_id, verdict, corrected_answer, comment, reviewer, old), supersedes=old)
             session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:  # an identical post won the race
-                session.rollback()
-                existing = session.scalar(select(FeedbackRow).where(FeedbackRow.digest == digest))
-                if existing is None:
-                    raise
-                return StoredFeedback(existing.id, response_id, verdict, False)
-            return StoredFeedback(row.id, response_id, verdict, True)
+            session.commit()
+            return StoredFeedback(row.id, response_id, verdict, True, old)
 
     def counts(self) -> tuple[int, int]:
         """(completions, feedback rows) stored."""
@@ -220,8 +245,8 @@ class FeedbackStore:
             return session.scalar(select(func.count()).select_from(CompletionRow)), session.scalar(select(func.count()).select_from(FeedbackRow))
 
     def iter_preferences(self, since: datetime | None = None) -> Iterator[dict]:
-        """Feedback joined with its completion, oldest first, as preference-stage records."""
-        query = select(FeedbackRow, CompletionRow).join(CompletionRow, FeedbackRow.response_id == CompletionRow.id).order_by(FeedbackRow.id)
+        """Current feedback joined with its completion, oldest first, as preference-stage records."""
+        query = select(FeedbackRow, CompletionRow).join(CompletionRow, FeedbackRow.response_id == CompletionRow.id).where(CURRENT).order_by(FeedbackRow.id)
         if since is not None:
             query = query.where(FeedbackRow.created >= since)
         with Session(self.engine) as session:
@@ -241,14 +266,21 @@ class FeedbackStore:
             n += 1
         return n
 
-    def review_queue(self, limit: int = 50, offset: int = 0) -> tuple[list[dict], Counter]:
-        """Completions nobody has judged yet, newest first, de-identified; and the replacements by type."""
-        judged = select(FeedbackRow.id).where(FeedbackRow.response_id == CompletionRow.id).exists()
-        query = select(CompletionRow).where(~judged).order_by(CompletionRow.created.desc(), CompletionRow.id).offset(offset).limit(limit)
+    def review_queue(self, limit: int = 50, offset: int = 0, model: str | None = None) -> tuple[list[dict], Counter]:
+        """Completions nobody has judged yet (of the served ``model`` when given: the base or an adapter),
+        newest first, de-identified; and the replacements by type."""
+        query = select(CompletionRow).where(UNJUDGED).order_by(CompletionRow.created.desc(), CompletionRow.id).offset(offset).limit(limit)
+        if model is not None:
+            query = query.where(CompletionRow.model == model)
         counts: Counter = Counter()
         with Session(self.engine) as session:
             rows = session.scalars(query).all()
             return [deidentify_record(review_record(c), counts) for c in rows], counts
+
+    def queue_models(self) -> list[str]:
+        """The served model names that have completions awaiting judgement."""
+        with Session(self.engine) as session:
+            return list(session.scalars(select(CompletionRow.model).where(UNJUDGED).distinct().order_by(CompletionRow.model)))
 
     def audit(self, actor: str, source: str, action: str, arguments: dict, rows: int, detail: dict | None = None, session: Session | None = None) -> None:
         """Append one row to the audit table (in ``session``'s transaction when given)."""
@@ -287,6 +319,14 @@ class FeedbackStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _add_supersedes(engine: Engine) -> None:
+    """Give a feedback table made before judgements could be superseded its ``supersedes`` column."""
+    if "supersedes" in {c["name"] for c in inspect(engine).get_columns("medgo_feedback")}:
+        return
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE medgo_feedback ADD COLUMN supersedes INTEGER"))
 
 
 def _deidentify_rows(session: Session, old) -> dict:
@@ -339,6 +379,7 @@ def review_record(comp: CompletionRow) -> dict:
     """A completion awaiting judgement, as the review queue lists it (before de-identification)."""
     messages, question = split_prompt(comp.prompt)
     return {"response_id": comp.id, "created": iso(comp.created), "model": comp.model, "endpoint": comp.endpoint,
+            "base_version": comp.base_version, "adapter": comp.adapter, "adapter_version": comp.adapter_version,
             "prompt": question, "messages": messages, "answer": comp.answer}
 
 

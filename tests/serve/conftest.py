@@ -48,6 +48,8 @@ def api_key() -> str:
 
 SCOPED_KEYS = {"chat": "chat-key-0123", "feedback": "feedback-key-0123", "review": "review-key-0123", "admin": "admin-key-0123"}
 """One key per scope, named after it (``chat-only``...), in the test key file beside the all-scope ``test-all``."""
+DOCTOR_KEYS = {"dr-chat": ("chat,feedback", "dr-chat-key-0123"), "dr-review": ("feedback,review", "dr-review-key-0123")}
+"""Keys of two doctors using the workbench: name -> (scopes, key)."""
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +60,7 @@ def key_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("secrets") / "api_keys"
     lines = [f"test-all {','.join(SCOPES)} {hash_key(API_KEY)}  # every scope"]
     lines += [f"{scope}-only {scope} {hash_key(key)}" for scope, key in SCOPED_KEYS.items()]
+    lines += [f"{name} {scopes} {hash_key(key)}" for name, (scopes, key) in DOCTOR_KEYS.items()]
     path.write_text("# MedGo test keys\n" + "\n".join(lines) + "\n", encoding="utf-8")
     return path
 

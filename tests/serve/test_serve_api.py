@@ -203,8 +203,9 @@ ROUTE_CALLS = [
     ("GET", "/v1/feedback/export", None),
     ("POST", "/v1/admin/purge", {"older_than": "90d"}),
     ("GET", "/v1/admin/audit", None),
+    ("GET", "/v1/versions/stats", None),
 ]
-ROUTE_SCOPE = ["chat", "chat", "chat", "feedback", "review", "admin", "admin", "admin"]
+ROUTE_SCOPE = ["chat", "chat", "chat", "feedback", "review", "admin", "admin", "admin", "admin"]
 
 
 @pytest.mark.parametrize("scope", ["chat", "feedback", "review", "admin"])
@@ -404,3 +405,54 @@ def test_slow_answer_times_out_with_504_and_is_cancelled(sqlite_url):
         assert store.counts() == (0, 0)
     finally:
         slow.engine.close()
+
+
+def test_me_names_the_key_and_its_scopes(runner, sqlite_url, key_file):
+    from tests.serve.conftest import SCOPED_KEYS
+
+    app, _ = make_app(runner, sqlite_url, api_key_file=str(key_file), api_keys_env=None)
+
+    async def go():
+        async with client(app, SCOPED_KEYS["review"]) as c, client(app, "not-a-key") as bad:
+            return await c.get("/v1/me"), await bad.get("/v1/me")
+
+    me, bad = run(go())
+    assert me.json() == {"object": "api_key", "name": "review-only", "scopes": ["review"]}
+    assert bad.status_code == 401
+
+
+def test_workbench_page_needs_no_key_and_is_served_safely(runner, sqlite_url, key_file):
+    app, _ = make_app(runner, sqlite_url, api_key_file=str(key_file), api_keys_env=None)
+
+    async def go():
+        async with client(app) as c:
+            page = await c.get("/ui/")
+            script = page.text.split('<script src="')[1].split('"')[0]
+            return page, await c.get("/ui"), await c.get(f"/ui/{script}"), await c.get("/ui/static/0123456789abcdef/app.js"), \
+                await c.get("/ui/", headers={"If-None-Match": page.headers["etag"]}), await c.get("/uix")
+
+    page, bare, asset, stale, again, other = run(go())
+    assert page.status_code == 200 and "医生工作台" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-cache" and again.status_code == 304
+    assert bare.status_code == 308 and bare.headers["location"] == "ui/"
+    assert asset.status_code == 200 and "immutable" in asset.headers["cache-control"] and asset.headers["content-type"].startswith("text/javascript")
+    assert asset.headers["content-security-policy"] == csp
+    assert stale.status_code == 404 and stale.json()["error"]["code"] == "not_found", "a file is served only under its content hash"
+    assert other.status_code == 401, "only /ui and /ui/... are open"
+
+
+def test_static_files_are_addressed_by_their_content_hash(tmp_path):
+    import hashlib
+
+    from medgo.serve.ui import load_assets, render_page
+
+    (tmp_path / "index.html").write_text('<script src="{{static:app.js}}"></script>', encoding="utf-8")
+    (tmp_path / "app.js").write_text("let x = 1;", encoding="utf-8")
+    digest = hashlib.sha256(b"let x = 1;").hexdigest()[:16]
+    assert render_page(load_assets(tmp_path), tmp_path).body.decode() == f'<script src="static/{digest}/app.js"></script>'
+    (tmp_path / "index.html").write_text('<link href="{{static:gone.css}}">', encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="gone.css"):
+        render_page(load_assets(tmp_path), tmp_path)

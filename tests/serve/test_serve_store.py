@@ -209,3 +209,77 @@ def test_parse_age(age, expected):
 def test_parse_age_names_the_forms(age):
     with pytest.raises(ValueError, match="48h, 90d, 12w"):
         parse_age(age)
+
+
+def test_a_changed_verdict_is_a_new_row_that_supersedes_the_old(store):
+    store.add_completion(**completion("chatcmpl-s"))
+    first = store.add_feedback("chatcmpl-s", "acceptable", reviewer="dr-li")
+    changed = store.add_feedback("chatcmpl-s", "unacceptable", corrected_answer="应避免浓咖啡。", reviewer="dr-li")
+    repeated = store.add_feedback("chatcmpl-s", "unacceptable", corrected_answer="应避免浓咖啡。", reviewer="dr-li")
+    back = store.add_feedback("chatcmpl-s", "acceptable", reviewer="dr-li")
+    colleague = store.add_feedback("chatcmpl-s", "unacceptable", reviewer="dr-wang")
+    assert (first.supersedes, changed.supersedes, back.supersedes, colleague.supersedes) == (None, first.id, changed.id, None)
+    assert first.id < changed.id < back.id < colleague.id, "ids only grow: a watermark finds every new judgement"
+    assert not repeated.created and repeated.id == changed.id, "repeating the current judgement stores nothing"
+    assert back.created, "returning to an earlier verdict is a new judgement, not the old row"
+    assert store.counts() == (1, 4), "old judgements stay (lineage), none is edited"
+    current = {(r["reviewer"], r["verdict"]) for r in store.iter_preferences()}
+    assert current == {("dr-li", "acceptable"), ("dr-wang", "unacceptable")}, "exports hold each reviewer's current judgement only"
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, verdict, corrected_answer, supersedes FROM medgo_feedback ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [(first.id, "acceptable", None, None), (changed.id, "unacceptable", "应避免浓咖啡。", first.id),
+                                        (back.id, "acceptable", None, changed.id), (colleague.id, "unacceptable", None, None)]
+
+
+def test_concurrent_changes_by_one_reviewer_leave_one_current_judgement(store):
+    store.add_completion(**completion("chatcmpl-r"))
+    store.add_feedback("chatcmpl-r", "acceptable", reviewer="dr-zhao")
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: store.add_feedback("chatcmpl-r", "unacceptable", comment=f"意见 {i}", reviewer="dr-zhao"), range(8)))
+    (record,) = store.iter_preferences()
+    with store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, supersedes, comment FROM medgo_feedback ORDER BY id")).all()
+    assert len(rows) == 9 and rows[0].supersedes is None and all(r.supersedes is not None and r.supersedes < r.id for r in rows[1:])
+    assert record["comment"] == rows[-1].comment, "the newest judgement is the current one"
+
+
+def test_a_feedback_table_from_before_superseding_gets_the_column(tmp_path):
+    from sqlalchemy import create_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with create_engine(url).begin() as conn:  # the table as it was made before
+        conn.execute(text("CREATE TABLE medgo_feedback (id INTEGER PRIMARY KEY, response_id VARCHAR(64), created DATETIME, verdict VARCHAR(16), "
+                          "corrected_answer TEXT, comment TEXT, reviewer VARCHAR(256), digest VARCHAR(64) UNIQUE)"))
+    store = FeedbackStore(url)
+    store.add_completion(**completion("chatcmpl-m"))
+    first = store.add_feedback("chatcmpl-m", "acceptable", reviewer="dr-li")
+    assert store.add_feedback("chatcmpl-m", "unacceptable", reviewer="dr-li").supersedes == first.id
+
+
+def test_review_queue_filters_by_model_and_names_the_models(store):
+    store.add_completion(**completion("chatcmpl-base"))
+    store.add_completion(**completion("chatcmpl-cardio", model="cardio", adapter="cardio", adapter_version="cardio@1"))
+    store.add_completion(**completion("chatcmpl-done", model="derm", adapter="derm", adapter_version="derm@1"))
+    store.add_feedback("chatcmpl-done", "acceptable")
+    items, _ = store.review_queue(model="cardio")
+    assert [(i["response_id"], i["adapter"], i["adapter_version"]) for i in items] == [("chatcmpl-cardio", "cardio", "cardio@1")]
+    assert store.queue_models() == ["cardio", "medgo-tiny"], "only models with answers awaiting judgement"
+
+
+def test_version_stats_count_current_judgements_with_a_wilson_interval(store):
+    from medgo.serve.versions import version_stats
+
+    for i in range(5):
+        store.add_completion(**completion(f"chatcmpl-a{i}", model="cardio", adapter="cardio", adapter_version="cardio@1"))
+    store.add_completion(**completion("chatcmpl-b0"))
+    for i, verdict in enumerate(["acceptable", "acceptable", "acceptable", "unacceptable"]):
+        store.add_feedback(f"chatcmpl-a{i}", verdict, reviewer="dr-li")
+    store.add_feedback("chatcmpl-a3", "acceptable", reviewer="dr-li")  # supersedes the unacceptable one
+    store.add_feedback("chatcmpl-a0", "unacceptable", reviewer="dr-wang")
+    stats = {(s["model"], s["adapter_version"]): s for s in version_stats(store)}
+    cardio, base = stats[("cardio", "cardio@1")], stats[("medgo-tiny", None)]
+    assert (cardio["answers"], cardio["judgements"], cardio["acceptable"]) == (5, 5, 4)
+    assert cardio["acceptance_rate"] == pytest.approx(0.8)
+    # Wilson 95%, 4 of 5: (p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), z = 1.959964
+    assert cardio["interval_95"] == pytest.approx((0.37553, 0.96378), abs=1e-4)
+    assert (base["answers"], base["judgements"], base["acceptance_rate"], base["interval_95"]) == (1, 0, None, None)
