@@ -2,7 +2,8 @@
 
 An answer belongs to the version that produced it (``medgo_completions.adapter`` holds the
 registry version of every flywheel-routed answer); a judgement counts for the version of the
-answer it judges.  Acceptance = acceptable judgements / judgements, with a Wilson interval.
+answer it judges, and only current judgements count (a reviewer's newest on an answer, see
+:mod:`medgo.serve.store`).  Acceptance = acceptable judgements / judgements, with a Wilson interval.
 
 The auto-rollback rule compares a canary with production by a one-sided two-proportion z-test
 (pooled variance): H1 "the canary's acceptance is below production's"; it fires when the
@@ -15,13 +16,14 @@ import math
 from dataclasses import asdict, dataclass
 
 from pydantic import Field
-from scipy.stats import binomtest, norm
+from scipy.stats import norm
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from medgo.config import Section
 from medgo.data.feedback import ACCEPTABLE
-from medgo.serve.store import CompletionRow, FeedbackRow
+from medgo.serve.store import CURRENT, CompletionRow, FeedbackRow
+from medgo.serve.versions import wilson_interval
 
 
 class AutoRollbackConfig(Section):
@@ -49,10 +51,7 @@ class Acceptance:
 
     def interval(self, confidence: float = 0.95) -> tuple[float, float] | None:
         """Wilson score interval of the acceptance rate (None without judgements)."""
-        if not self.judgements:
-            return None
-        ci = binomtest(self.accepted, self.judgements).proportion_ci(confidence, method="wilson")
-        return ci.low, ci.high
+        return wilson_interval(self.accepted, self.judgements, confidence)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "rate": self.rate, "interval": self.interval()}
@@ -65,7 +64,7 @@ def acceptance(engine, versions: list[str]) -> dict[str, Acceptance]:
             select(CompletionRow.adapter, func.count()).where(CompletionRow.adapter.in_(versions)).group_by(CompletionRow.adapter)).all())
         judged = {v: (n, a) for v, n, a in session.execute(
             select(CompletionRow.adapter, func.count(), func.sum(case((FeedbackRow.verdict == ACCEPTABLE, 1), else_=0)))
-            .join(FeedbackRow, FeedbackRow.response_id == CompletionRow.id).where(CompletionRow.adapter.in_(versions)).group_by(CompletionRow.adapter))}
+            .select_from(CompletionRow).join(FeedbackRow, (FeedbackRow.response_id == CompletionRow.id) & CURRENT).where(CompletionRow.adapter.in_(versions)).group_by(CompletionRow.adapter))}
     return {v: Acceptance(v, int(answers.get(v, 0)), int(judged.get(v, (0, 0))[0]), int(judged.get(v, (0, 0))[1] or 0)) for v in versions}
 
 

@@ -204,6 +204,9 @@ class VersionStats(BaseModel):
     base_version: str
     adapter: str | None
     adapter_version: str | None
+    status: str | None = None
+    """The model registry's status of a flywheel version (``adapter`` is then its registry version)."""
+    parent: str | None = None
     answers: int
     judgements: int
     """Current judgements (each reviewer's newest on each answer)."""

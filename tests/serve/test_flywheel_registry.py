@@ -140,3 +140,18 @@ def test_acceptance_metric_per_live_version(registry):
     gauge = FakeGauge()
     assert export_acceptance(registry, MODEL, gauge) == {prod["version"]: 0.75, canary["version"]: 0.5}
     assert gauge.values == {prod["version"]: (0.75, "production"), canary["version"]: (0.5, "canary")}
+
+
+def test_a_changed_verdict_counts_once_and_version_stats_name_the_registry_status(registry):
+    from medgo.serve.versions import version_stats
+
+    prod = registry.ensure_production(model=MODEL, base_model="tiny", base_fingerprint="tiny@abc", adapter_dir=None, actor="ops")
+    canary = candidate(registry, prod["version"])
+    plant(registry.store, canary["version"], 2, 1)
+    registry.store.add_feedback(f"chatcmpl-{canary['version']}-0", "unacceptable", reviewer="dr-sim")  # dr-sim changes a verdict
+    stats = acceptance(registry.engine, [canary["version"]])[canary["version"]]
+    assert (stats.judgements, stats.accepted) == (3, 1)
+    [row] = [r for r in version_stats(registry.store) if r["adapter"] == canary["version"] and r["adapter_version"] == "h"]
+    assert (row["status"], row["parent"], row["judgements"], row["acceptable"], row["answers"]) == ("canary", prod["version"], 3, 1, 3)
+    registry.store.add_completion(**completion("chatcmpl-plain", adapter=None, adapter_version=None))
+    assert [r["status"] for r in version_stats(registry.store) if r["adapter"] is None] == [None]

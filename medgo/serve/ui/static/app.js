@@ -179,6 +179,7 @@ async function streamAnswer(request, target, signal) {
   const decoder = new TextDecoder();
   const text = document.createTextNode("");
   target.append(text);
+  const routed = response.headers.get("X-MedGo-Version");
   let buffer = "", meta = null;
   for (;;) {
     const {value, done} = await reader.read();
@@ -191,7 +192,7 @@ async function streamAnswer(request, target, signal) {
       if (data === "[DONE]") continue;
       const chunk = JSON.parse(data);
       if (chunk.error) throw new ApiError(500, chunk.error.message);
-      meta = {id: chunk.id, model: chunk.model, fingerprint: chunk.system_fingerprint};
+      meta = {id: chunk.id, model: chunk.model, fingerprint: chunk.system_fingerprint, routed};
       const choice = chunk.choices[0];
       if (choice && choice.delta && choice.delta.content) text.appendData(choice.delta.content);
       if (choice && choice.finish_reason) meta.finish = choice.finish_reason;
@@ -208,7 +209,8 @@ function finishTurn(turn, done) {
     return;
   }
   const adapterVersion = state.versions[done.model];
-  const versions = "基座版本 " + done.fingerprint + (adapterVersion && adapterVersion !== done.fingerprint ? " · 适配器版本 " + adapterVersion : "");
+  const versions = (done.routed ? "版本 " + done.routed + " · " : "") + "基座版本 " + done.fingerprint +
+    (adapterVersion && adapterVersion !== done.fingerprint ? " · 适配器版本 " + adapterVersion : "");
   turn.dataset.responseId = done.id;
   turn.append(el("div", "meta", "模型 " + done.model + " · " + versions + " · " + done.id), judgePanel(done.id));
 }
@@ -303,6 +305,7 @@ function queueKeys(event) {
 }
 
 // ------------------------------------------------------------------ versions
+const STATUS_NAMES = {candidate: "候选", canary: "灰度", production: "生产", rejected: "已拒绝", retired: "已退役"};
 const percent = (x) => (x === null ? "—" : (100 * x).toFixed(1) + "%");
 
 async function loadVersions() {
@@ -312,7 +315,8 @@ async function loadVersions() {
     const rows = stats.data.map((v) => {
       const row = el("tr");
       const interval = v.interval_95 ? percent(v.interval_95[0]) + " – " + percent(v.interval_95[1]) : "—";
-      for (const cell of [v.model, v.base_version, v.adapter_version || "—", v.answers, v.judgements, v.acceptable, percent(v.acceptance_rate), interval, v.last_served]) {
+      const version = v.status ? v.adapter + "（" + (STATUS_NAMES[v.status] || v.status) + "）" : "—";
+      for (const cell of [v.model, v.base_version, v.adapter_version || "—", version, v.answers, v.judgements, v.acceptable, percent(v.acceptance_rate), interval, v.last_served]) {
         row.append(el("td", null, String(cell)));
       }
       return row;
