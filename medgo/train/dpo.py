@@ -36,28 +36,15 @@ from medgo.config import ConfigError
 from medgo.train import preference_stage
 from medgo.train.dpo_config import DPOConfig
 from medgo.train.preference import build_preferences, judgement_counts, load_pairs, unpaired_count
-from medgo.train.preference_stage import drop_long_prompts, plot_rewards, read_data, report_data, train_policy
+from medgo.train.preference_stage import PreferenceResult, drop_long_prompts, plot_rewards, read_data, report_data, train_policy
 
 STAGE = DPOConfig.stage
 
 
 @dataclass
-class DPOResult:
-    run_dir: Path
-    adapter_dir: Path | None
-    """None when ``debug.stop_at_step`` stopped the run."""
-    base_dir: Path
-    """The base model the adapter applies to."""
-    reference: str
-    """``base model`` or ``adapter <dir>``: what the rewards are measured against."""
-    steps: int
-    start_step: int
-    """Step the last worker-group attempt resumed from (0: it started fresh)."""
+class DPOResult(PreferenceResult):
     pairs: int
-    data: dict
-    """``data/summary.json``: pairs by kind, skipped records by reason, ``judgements`` (:func:`medgo.train.preference.judgement_counts`)."""
-    metrics: list[dict]
-    """Every logged step of metrics.jsonl."""
+    """Preference pairs trained on."""
 
 
 # ----------------------------------------------------------------------------- data (driver side)

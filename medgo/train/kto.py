@@ -37,28 +37,15 @@ from medgo.train import preference_stage
 from medgo.train.kto_config import KTOConfig
 from medgo.train.kto_data import build_unpaired, load_rows
 from medgo.train.preference import build_preferences, judgement_counts, unpaired_count
-from medgo.train.preference_stage import drop_long_prompts, plot_rewards, read_data, report_data, train_policy
+from medgo.train.preference_stage import PreferenceResult, drop_long_prompts, plot_rewards, read_data, report_data, train_policy
 
 STAGE = KTOConfig.stage
 
 
 @dataclass
-class KTOResult:
-    run_dir: Path
-    adapter_dir: Path | None
-    """None when ``debug.stop_at_step`` stopped the run."""
-    base_dir: Path
-    """The base model the adapter applies to."""
-    reference: str
-    """``base model`` or ``adapter <dir>``: what the rewards are measured against."""
-    steps: int
-    start_step: int
-    """Step the last worker-group attempt resumed from (0: it started fresh)."""
+class KTOResult(PreferenceResult):
     rows: int
-    data: dict
-    """``data/summary.json``: rows by label and kind, skipped records by reason, ``judgements`` (:func:`medgo.train.preference.judgement_counts`)."""
-    metrics: list[dict]
-    """Every logged step of metrics.jsonl."""
+    """Desirable and undesirable rows trained on."""
 
 
 # ----------------------------------------------------------------------------- data (driver side)

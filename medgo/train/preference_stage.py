@@ -24,6 +24,7 @@ import json
 import math
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from medgo.config import ConfigError, ModelConfig, save_config
@@ -41,6 +42,26 @@ REFERENCE_ADAPTER = "ref"
 """Name under which TRL keeps the frozen copy of a continued adapter (the reference policy)."""
 QUIET_SKIPS = ("unpaired", "superseded")
 """Skip reasons that are the rules at work, not bad records: counted, not printed."""
+
+
+@dataclass
+class PreferenceResult:
+    """What a preference stage's ``run`` returns (DPO adds ``pairs``, KTO ``rows``)."""
+
+    run_dir: Path
+    adapter_dir: Path | None
+    """None when ``debug.stop_at_step`` stopped the run."""
+    base_dir: Path
+    """The base model the adapter applies to."""
+    reference: str
+    """``base model`` or ``adapter <dir>``: what the rewards are measured against."""
+    steps: int
+    start_step: int
+    """Step the last worker-group attempt resumed from (0: it started fresh)."""
+    data: dict
+    """``data/summary.json``: records by kind, skipped records by reason, ``judgements`` (:func:`medgo.train.preference.judgement_counts`)."""
+    metrics: list[dict]
+    """Every logged step of metrics.jsonl."""
 
 
 # ----------------------------------------------------------------------------- data (driver side)
