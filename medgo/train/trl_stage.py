@@ -1,4 +1,4 @@
-"""What the TRL stages (SFT, DPO) share: training arguments, steps, distributed set-up, resume and the adapter.
+"""What the TRL stages (SFT, DPO, KTO) share: training arguments, steps, distributed set-up, resume and the adapter.
 
 A TRL stage composes these functions; nothing here knows which trainer it drives::
 

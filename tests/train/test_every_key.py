@@ -21,12 +21,13 @@ from medgo.config import ModelConfig, build_config
 from medgo.model.loading import load_model, model_config_for, resolve_attn_implementation, resolve_dtype
 from medgo.model.tokenizer import load_tokenizer
 from medgo.plan import PlanConfig, make_plan, render
-from medgo.train import dpo, launcher, sft
+from medgo.train import dpo, kto, launcher, preference_stage, sft
 from medgo.train.callbacks import stage_callbacks
 from medgo.train.data import validation_blocks
 from medgo.train.deepspeed_config import deepspeed_config
 from medgo.train.flops import peak_flops
 from medgo.train.dpo_config import DPOConfig
+from medgo.train.kto_config import KTOConfig
 from medgo.train.pretrain import Cadence, export_shard_bytes, metrics_sink, prepare
 from medgo.train.pretrain_config import PretrainConfig
 from medgo.train.sft_config import SFTConfig
@@ -38,7 +39,7 @@ from conftest import pack_corpus
 EXEMPT = {
     "model.base_model": "names a model directory: loaded by medgo.model.loading (tests/model), written for workers by base_model.materialise_base (test_sft)",
     "model.tokenizer": "names a tokenizer directory: loaded by medgo.model.loading (tests/model)",
-    "model.adapter": "names an adapter directory: continued by DPO (test_dpo.test_dpo_continues_the_sft_adapter)",
+    "model.adapter": "names an adapter directory: continued by DPO and KTO (test_dpo.test_dpo_continues_an_sft_adapter_against_the_sft_policy, test_kto)",
     "ray.address": "handed to ray.init by medgo.ray_utils.init_ray (the two-node run connects by address)",
 }
 """Keys whose consumer needs a real directory or cluster; each is exercised by the test named."""
@@ -171,7 +172,7 @@ def trl_view(cfg, key: str, tmp_path, tokenizer) -> dict:
         **common_view(cfg, tmp_path),
         "args": trainer_kwargs(cfg, output_dir="x", dtype=resolve_dtype(cfg.model.dtype), use_gpu=False),
         "callbacks": callbacks_view(cfg, tmp_path),
-        "lora": (dpo.peft_config(cfg, cfg.model) if isinstance(cfg, DPOConfig) else cfg.lora.peft()).to_dict(),
+        "lora": (preference_stage.peft_config(cfg, cfg.model) if isinstance(cfg, (DPOConfig, KTOConfig)) else cfg.lora.peft()).to_dict(),
     }
     if key.startswith("model."):
         view["model"] = model_view(cfg.model, tokenizer)
@@ -180,6 +181,9 @@ def trl_view(cfg, key: str, tmp_path, tokenizer) -> dict:
         view["data"] = (rows, counts, [str(b) for b in bad])
     if key.startswith("data.") and isinstance(cfg, DPOConfig):
         path, summary = dpo.build_data(cfg, tokenizer, tmp_path / "dpo-data")
+        view["data"] = (summary, path.read_bytes())
+    if key.startswith("data.") and isinstance(cfg, KTOConfig):
+        path, summary = kto.build_data(cfg, tokenizer, tmp_path / "kto-data")
         view["data"] = (summary, path.read_bytes())
     if key == "export.merged":
         view["export"] = cfg.export.merged  # sft.run: merge_adapter(...) if cfg.export.merged (test_sft writes merged/)
@@ -225,6 +229,7 @@ def stages(tmp_path, corpora) -> dict:
                     {**common, "data.sources.0.path": str(messages), "data.sources.0.name": "other", "data.sources.0.system": "你是医生。",
                      "data.sources.0.task": "CHIP-STS", "data.sources.0.max_samples": 3}, trl_view),  # fmt: skip
         DPOConfig: ({"output_dir": str(tmp_path / "runs")}, {**common, "data.feedback": [], "data.pairs": []}, trl_view),
+        KTOConfig: ({"output_dir": str(tmp_path / "runs")}, {**common, "data.feedback": [], "data.pairs": []}, trl_view),
         PlanConfig: ({"output_dir": str(tmp_path / "runs")},
                      {**common, "pretrain": "jobs/configs/pretrain/tiny.yaml", "architecture": "qwen2_7b", "cluster.gpu": "H100"}, plan_view),
     }
@@ -235,7 +240,7 @@ CONTEXT = {"ray.gpus_per_worker": ("ray.use_gpu", True)}
 """A key read only when another is set: both sides of the comparison get the other one."""
 
 
-@pytest.mark.parametrize("cls", [PretrainConfig, SFTConfig, DPOConfig, PlanConfig], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", [PretrainConfig, SFTConfig, DPOConfig, KTOConfig, PlanConfig], ids=lambda c: c.__name__)
 def test_every_key_reaches_its_consumer(cls, tmp_path, corpora, tokenizer_):
     base, special, view = stages(tmp_path, corpora)[cls]
     cfg = build_config(cls, base)
@@ -268,3 +273,4 @@ def test_the_enumeration_sees_every_section():
             "metrics.tensorboard", "debug.fail_at_step", "data.sources.0.path", "export.merged", "model.tiny.seed"} <= keys  # fmt: skip
     assert {"train.eval_steps", "train.min_lr_ratio", "data.eval_blocks", "export.shard_size_gb", "metrics.peak_flops_per_device"} <= set(leaves(PretrainConfig))
     assert {"train.beta", "train.loss_type", "data.feedback"} <= set(leaves(DPOConfig))
+    assert {"train.desirable_weight", "train.undesirable_weight", "train.loss_type", "data.raw_feedback_unsafe"} <= set(leaves(KTOConfig))
