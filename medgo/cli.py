@@ -48,6 +48,8 @@ COMMANDS: dict[str, Command] = {
     "pretrain": Command("medgo.train.pretrain_config:PretrainConfig", "medgo.train.pretrain:run", "continued pre-training on Ray Train + DeepSpeed ZeRO-3", configs="pretrain", flags={"--output": "output_dir", "--corpus": "data.corpus"}, quiet=True),
     "sft": Command("medgo.train.sft_config:SFTConfig", "medgo.train.sft:run", "supervised fine-tuning with LoRA (TRL SFTTrainer) on Ray Train + DeepSpeed ZeRO-3", configs="sft", flags={"--output": "output_dir", "--base": "model.base_model"}, quiet=True),
     "dpo": Command("medgo.train.dpo_config:DPOConfig", "medgo.train.dpo:run", "DPO from doctors' feedback (TRL DPOTrainer + LoRA) on Ray Train + DeepSpeed ZeRO-3", configs="dpo", flags={"--output": "output_dir", "--base": "model.base_model", "--adapter": "model.adapter", "--feedback": "data.feedback"}, quiet=True),
+    "flywheel round": Command("medgo.flywheel.config:FlywheelConfig", "medgo.flywheel.round:run", "one flywheel round: new judgements -> candidate adapter -> gate -> registry (canary or rejected)", configs="flywheel", flags={"--output": "output_dir"}, quiet=True),
+    "flywheel demo": Command(None, "medgo.flywheel.demo:main", "two flywheel rounds end to end against a running Serve app on the embedded default"),
     "eval score": Command(None, "medgo.eval.score_cli:main", "score existing predictions: --task TASK --gold FILE --pred FILE, or --format promptcblue"),
     "serve": Command(None, "medgo.serve.cli:main", "serve on Ray Serve with an OpenAI-compatible API (serve_configs/local.yaml); 'serve export' writes de-identified feedback JSONL, 'serve purge' applies retention, 'serve keys' manages API keys"),
 }
