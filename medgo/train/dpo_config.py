@@ -21,7 +21,7 @@ LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
 
 
 class DPOData(Section):
-    """Where the preference pairs come from."""
+    """Where the doctors' judgements and ready-made pairs come from (DPO and KTO read the same files)."""
 
     feedback: list[str] = ["medgo://assets/feedback/feedback.jsonl"]
     """``medgo serve export`` files (or glob patterns), oldest feedback round first; a later judgement
@@ -38,23 +38,28 @@ class DPOData(Section):
         return [value] if isinstance(value, str) else value
 
 
-class DPOArguments(TrainArguments):
-    """``train`` for DPO: ``trl.DPOConfig``'s names (defaults: a low learning rate, one epoch)."""
+class PreferenceArguments(TrainArguments):
+    """``train`` keys DPO and KTO share, named as TRL names them (defaults: a low learning rate, one epoch)."""
 
     learning_rate: float = Field(5e-6, gt=0)
     warmup_steps: float = Field(0.1, ge=0)
     gradient_accumulation_steps: int = Field(4, gt=0)
     beta: float = Field(0.1, gt=0)
     """Strength of the pull towards the reference policy (higher: stay closer)."""
+    precompute_ref_log_probs: bool = False
+    """Compute the reference log-probabilities once before training (saves a forward pass per step)."""
+    max_length: int = Field(1024, gt=8)
+    """Tokens of prompt + answer; longer sequences are truncated at the end, records whose prompt alone
+    fills it are dropped (counted as ``prompt_too_long``)."""
+
+
+class DPOArguments(PreferenceArguments):
+    """``train`` for DPO: ``trl.DPOConfig``'s names."""
+
     loss_type: Literal[LOSS_TYPES] = "sigmoid"
     """``sigmoid`` is the DPO paper's loss; ``ipo``, ``robust``, ``hinge``... are TRL's variants."""
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     """Probability that a label is flipped (``robust``/``exo_pair`` losses)."""
-    precompute_ref_log_probs: bool = False
-    """Compute the reference log-probabilities once before training (saves a forward pass per step)."""
-    max_length: int = Field(1024, gt=8)
-    """Tokens of prompt + answer; longer sequences are truncated at the end, pairs whose prompt alone
-    fills it are dropped (counted as ``prompt_too_long``)."""
 
 
 class DPOConfig(TrainStageConfig):

@@ -276,6 +276,32 @@ def deidentify_pair(p: Pair, counts: Counter) -> Pair:
 # ----------------------------------------------------------------------------- the set
 
 
+def data_summary(ledger: Ledger, sources: dict[str, list[str]], deidentified: Counter | None, max_listed: int = 50) -> dict:
+    """What every preference data set reports besides its rows: inputs, skipped records by reason, identifiers replaced."""
+    return {
+        "sources": {kind: [{"path": p, "records": ledger.records[p]} for p in paths] for kind, paths in sources.items()},
+        "skipped": ledger.reasons(),
+        "skipped_total": len(ledger.skipped),
+        "first_skipped": [asdict(s) for s in ledger.skipped[:max_listed]],
+        "deidentified": None if deidentified is None else dict(sorted(deidentified.items())),
+    }
+
+
+def write_data(out_dir: str | Path, name: str, rows: list[dict], schema, summary: dict, ledger: Ledger) -> Path:
+    """``<name>`` (Parquet), ``summary.json`` and ``skipped.jsonl`` in ``out_dir``; returns the Parquet path."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), out / name)
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+    with (out / SKIPPED_FILE).open("w", encoding="utf-8") as f:
+        for s in ledger.skipped:
+            f.write(json.dumps(asdict(s), ensure_ascii=False) + "\n")
+    return out / name
+
+
 @dataclass
 class PreferenceSet:
     """The pairs built from some feedback and pair files, and the ledger of what was skipped."""
@@ -285,41 +311,38 @@ class PreferenceSet:
     sources: dict[str, list[str]]
     deidentified: Counter | None = None
     """Identifiers replaced, by type; None when built with ``raw_unsafe``."""
+    judged: list[str] = field(default_factory=list)
+    """``response_id`` of every usable judgement, the newest of each response."""
 
     def rows(self) -> list[dict]:
         return [p.row() for p in self.pairs]
+
+    def used(self) -> set[str]:
+        """Judgements (``response_id``) that gave at least one kept pair."""
+        return {rid for p in self.pairs if p.kind != "given" for rid in (p.chosen_id, p.rejected_id) if rid is not None}
 
     def summary(self, max_listed: int = 50) -> dict:
         return {
             "pairs": len(self.pairs),
             "by_kind": dict(sorted(Counter(p.kind for p in self.pairs).items())),
-            "sources": {kind: [{"path": p, "records": self.ledger.records[p]} for p in paths] for kind, paths in self.sources.items()},
-            "skipped": self.ledger.reasons(),
-            "skipped_total": len(self.ledger.skipped),
-            "first_skipped": [asdict(s) for s in self.ledger.skipped[:max_listed]],
-            "deidentified": None if self.deidentified is None else dict(sorted(self.deidentified.items())),
+            **data_summary(self.ledger, self.sources, self.deidentified, max_listed),
         }
 
-    def write(self, out_dir: str | Path) -> Path:
-        """``pairs.parquet``, ``summary.json`` and ``skipped.jsonl`` in ``out_dir``; returns the Parquet path."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    def write(self, out_dir: str | Path, **extra) -> Path:
+        """``pairs.parquet``, ``summary.json`` and ``skipped.jsonl`` (the summary with ``extra``) in ``out_dir``; returns the Parquet path."""
+        return write_data(out_dir, PAIRS_FILE, self.rows(), ROW_SCHEMA, {**self.summary(), **extra}, self.ledger)
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(self.rows(), schema=ROW_SCHEMA), out / PAIRS_FILE)
-        (out / SUMMARY_FILE).write_text(json.dumps(self.summary(), ensure_ascii=False, indent=1), encoding="utf-8")
-        with (out / SKIPPED_FILE).open("w", encoding="utf-8") as f:
-            for s in self.ledger.skipped:
-                f.write(json.dumps(asdict(s), ensure_ascii=False) + "\n")
-        return out / PAIRS_FILE
+
+def messages_type():
+    import pyarrow as pa
+
+    return pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 
 def _row_schema():
     import pyarrow as pa
 
-    messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    columns = [("prompt", messages), ("chosen", messages), ("rejected", messages)]
+    columns = [("prompt", messages_type()), ("chosen", messages_type()), ("rejected", messages_type())]
     columns += [(name, pa.string()) for name in ("pair_id", "kind", "chosen_id", "rejected_id", "chosen_source", "rejected_source", "reviewer")]
     return pa.schema(columns)
 
@@ -327,19 +350,42 @@ def _row_schema():
 ROW_SCHEMA = _row_schema()
 
 
+def read_judgements(paths: list[Path], ledger: Ledger, counts: Counter | None) -> list[Judgement]:
+    """The newest usable judgement of each response in ``paths`` (oldest round first), de-identified unless ``counts`` is None."""
+    judgements = [j for path in paths for origin, rec in read_jsonl(path, ledger) if (j := parse_judgement(rec, origin, ledger))]
+    judgements = judgements if counts is None else [deidentify_judgement(j, counts) for j in judgements]
+    return newest_judgements(judgements, ledger)
+
+
+def read_given(paths: list[Path], ledger: Ledger, counts: Counter | None) -> list[Pair]:
+    """Ready-made pairs in ``paths``, de-identified unless ``counts`` is None."""
+    given = [p for path in paths for origin, rec in read_jsonl(path, ledger) if (p := parse_pair(rec, origin, ledger))]
+    return given if counts is None else [deidentify_pair(p, counts) for p in given]
+
+
 def build_preferences(feedback: Iterable[str] = (), pairs: Iterable[str] = (), raw_unsafe: bool = False) -> PreferenceSet:
     """Read feedback files (oldest round first) and ready-made pair files, de-identified unless
     ``raw_unsafe``; see the module docstring."""
-    ledger, counts = Ledger(), Counter()
+    ledger, counts = Ledger(), None if raw_unsafe else Counter()
     feedback_paths, pair_paths = expand_paths(feedback), expand_paths(pairs)
-    judgements = [j for path in feedback_paths for origin, rec in read_jsonl(path, ledger) if (j := parse_judgement(rec, origin, ledger))]
-    judgements = judgements if raw_unsafe else [deidentify_judgement(j, counts) for j in judgements]
-    latest = newest_judgements(judgements, ledger)
+    latest = read_judgements(feedback_paths, ledger, counts)
     built = [p for group in group_by_context(latest).values() for p in pairs_for_context(group, ledger)]
-    given = [p for path in pair_paths for origin, rec in read_jsonl(path, ledger) if (p := parse_pair(rec, origin, ledger))]
-    built += given if raw_unsafe else [deidentify_pair(p, counts) for p in given]
+    built += read_given(pair_paths, ledger, counts)
     sources = {"feedback": [str(p) for p in feedback_paths], "pairs": [str(p) for p in pair_paths]}
-    return PreferenceSet(drop_bad_pairs(built, ledger), ledger, sources, None if raw_unsafe else counts)
+    return PreferenceSet(drop_bad_pairs(built, ledger), ledger, sources, counts, [j.response_id for j in latest])
+
+
+def judgement_counts(method: str, judged: list[str], used: set[str], unpaired: int) -> dict:
+    """What ``method`` does with the usable judgements ``judged``: how many it trains on (``used``: those its data set
+    uses), how many it leaves out, and how many give no DPO pair (``unpaired``)."""
+    n = len(set(judged) & used)
+    return {"method": method, "judgements": len(judged), "unpaired": unpaired,
+            "dpo": n if method == "dpo" else 0, "kto": n if method == "kto" else 0, "unused": len(judged) - n}  # fmt: skip
+
+
+def unpaired_count(prefs) -> int:
+    """Usable judgements that give no kept DPO pair."""
+    return len(set(prefs.judged) - prefs.used())
 
 
 def load_pairs(path: str | Path):

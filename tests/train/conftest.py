@@ -1,4 +1,5 @@
-"""Fixtures for the training tests: the sample corpus packed into the corpus stage's shard layout."""
+"""Fixtures for the training tests: the sample corpus packed into the corpus stage's shard layout, a tiny base
+model directory with a stand-in SFT adapter, and helpers that score answers with an adapter plain peft loads."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from medgo.assets import iter_sample_corpus
 from medgo.model.tokenizer import tokenizer_fingerprint
@@ -82,3 +84,60 @@ def reference(reference_job) -> dict:
     report = json.loads(lines[-1][len("REFERENCE_RUN "):])
     report["root"] = str(out)
     return report
+
+
+# ----------------------------------------------------------------------------- adapters (DPO, KTO)
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory) -> Path:
+    """The seeded tiny model saved as a model directory (what ``base_model: tiny`` trains on)."""
+    from medgo.config import ModelConfig
+    from medgo.model.loading import load_model_and_tokenizer
+    from medgo.train.base_model import write_model_dir
+
+    model, tokenizer = load_model_and_tokenizer(ModelConfig(base_model="tiny"))
+    return write_model_dir(model, tokenizer, tmp_path_factory.mktemp("tiny-base") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def sft_adapter(tiny_base_dir, tmp_path_factory) -> Path:
+    """A stand-in SFT adapter on the tiny base: rank 8 on q/v, B randomised so its policy differs from the base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_base_dir, dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    out = tmp_path_factory.mktemp("sft") / "adapter"
+    model.save_pretrained(out)
+    return out
+
+
+def load_adapter(adapter_dir: Path):
+    """The adapter as plain peft loads it: base from ``base_model_name_or_path``, then the adapter."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base_dir = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), str(adapter_dir)).eval()
+
+
+def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list[dict]], max_length: int = 192) -> torch.Tensor:
+    """Summed log-probability of each answer's tokens after its prompt (ChatML, as TRL tokenizes it), in one batch."""
+    starts, seqs = [], []
+    for prompt, answer in zip(prompts, answers):
+        starts.append(len(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]))
+        seqs.append(tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=True)["input_ids"][:max_length])
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
+    token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
+    scored = torch.tensor([[start - 1 <= t < len(s) - 1 for t in range(width - 1)] for start, s in zip(starts, seqs)])
+    return (token_logp * scored).sum(-1)

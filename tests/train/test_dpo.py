@@ -23,6 +23,8 @@ from medgo.train.dpo import run
 from medgo.train.dpo_config import DPOConfig
 from medgo.train.preference import build_preferences, load_pairs
 
+from conftest import answer_logps, load_adapter
+
 LOG2 = math.log(2)
 
 
@@ -133,22 +135,6 @@ def test_dpo_data_is_deidentified_unless_the_unsafe_switch_is_set(tmp_path, toke
 # ----------------------------------------------------------------------------- end to end on Ray Train
 
 
-def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list[dict]]) -> torch.Tensor:
-    """Summed log-probability of each answer's tokens after its prompt (ChatML, as TRL tokenizes it), in one batch."""
-    starts, seqs = [], []
-    for prompt, answer in zip(prompts, answers):
-        starts.append(len(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]))
-        seqs.append(tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=True)["input_ids"][:192])
-    width = max(map(len, seqs))
-    ids = torch.tensor([s + [tokenizer.pad_token_id] * (width - len(s)) for s in seqs])
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-    with torch.no_grad():
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
-    token_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
-    scored = torch.tensor([[start - 1 <= t < len(s) - 1 for t in range(width - 1)] for start, s in zip(starts, seqs)])
-    return (token_logp * scored).sum(-1)
-
-
 def preference_accuracy(policy, reference_ctx, tokenizer, pairs) -> float:
     """Share of pairs whose implicit reward margin (policy vs reference log-ratios) is positive."""
     prompts = [p["prompt"] for p in pairs] * 2
@@ -158,15 +144,6 @@ def preference_accuracy(policy, reference_ctx, tokenizer, pairs) -> float:
         logratio -= answer_logps(policy, tokenizer, prompts, answers)
     chosen, rejected = logratio.chunk(2)
     return float((chosen > rejected).float().mean())
-
-
-def load_adapter(adapter_dir: Path):
-    """The adapter as plain peft loads it: base from ``base_model_name_or_path``, then the adapter."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    base_dir = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), str(adapter_dir)).eval()
 
 
 @pytest.fixture(scope="module")
@@ -206,40 +183,22 @@ def test_tiny_dpo_changes_the_adapter_and_not_the_base(fresh_run, tokenizer):
     assert not (fresh_run.adapter_dir / "ref").exists()
 
 
-@pytest.fixture(scope="module")
-def sft_adapter(fresh_run, tmp_path_factory, tokenizer) -> Path:
-    """A stand-in SFT adapter on the tiny base: rank 8 on q/v, B randomised so the SFT policy differs from the base."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(fresh_run.base_dir, dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    out = tmp_path_factory.mktemp("sft") / "adapter"
-    model.save_pretrained(out)
-    return out
-
-
-def test_dpo_continues_an_sft_adapter_against_the_sft_policy(fresh_run, sft_adapter, tokenizer):
+def test_dpo_continues_an_sft_adapter_against_the_sft_policy(fresh_run, tiny_base_dir, sft_adapter, tokenizer):
     sft = load_adapter(sft_adapter)
     pair = list(load_pairs(fresh_run.run_dir / "data" / "pairs.parquet"))[0]
     with sft.disable_adapter():
         raw = answer_logps(sft, tokenizer, [pair["prompt"]], [pair["chosen"]])
     assert abs(answer_logps(sft, tokenizer, [pair["prompt"]], [pair["chosen"]]) - raw) > 1.0  # the SFT policy is not the base
 
-    overrides = [f"output_dir={fresh_run.run_dir.parent.parent}", "run_name=continued", f"model.base_model={fresh_run.base_dir}",
+    overrides = [f"output_dir={fresh_run.run_dir.parent.parent}", "run_name=continued", f"model.base_model={tiny_base_dir}",
                  f"model.adapter={sft_adapter}", "data.pairs=[]", "train.max_steps=2"]  # fmt: skip
     result = run(load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", overrides))
-    assert result.reference.startswith("sft adapter") and result.steps == 2
+    assert result.reference == f"adapter {sft_adapter.resolve()}" and result.steps == 2
     first = result.metrics[0]  # policy = SFT policy = reference before the first update
     assert first["rewards/chosen"] == 0 and first["rewards/rejected"] == 0 and abs(first["loss"] - LOG2) < 1e-3
     config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
     assert config["r"] == 8 and set(config["target_modules"]) == {"q_proj", "v_proj"}  # the SFT adapter, continued
-    assert Path(config["base_model_name_or_path"]).resolve() == fresh_run.base_dir.resolve()
+    assert Path(config["base_model_name_or_path"]).resolve() == tiny_base_dir.resolve()
     before, after = load_file(sft_adapter / "adapter_model.safetensors"), load_file(result.adapter_dir / "adapter_model.safetensors")
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
     assert not (result.adapter_dir / "ref").exists()
