@@ -9,7 +9,8 @@ and de-identified exactly as ``medgo serve export`` does (:func:`medgo.serve.sto
 A changed verdict is a newer row for the same response: the newest row of a response is its
 current judgement, the older ones are superseded (they still count as consumed, so the next round
 does not read them again).  Each line carries its ``feedback_id``; the lineage the registry keeps is
-the consumed ids, their count, the highest id (the next watermark) and the SHA-256 of the file.
+the consumed ids, their count, the highest id (the next watermark), the SHA-256 of the ids
+(:func:`medgo.flywheel.registry.feedback_lineage`) and ``file_sha256``, that of the round's file.
 
 The hold-back works on conversation contexts: all judgements of a held-back context leave the
 training file, so no held-back pair (nor either of its answers) is trained on.
@@ -27,6 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from medgo.data.feedback import feedback_context
+from medgo.flywheel.registry import feedback_lineage
 from medgo.serve.store import CompletionRow, FeedbackRow, deidentify_record, make_engine, preference_record
 
 
@@ -48,8 +50,8 @@ class Judgements:
         return [r for r in self.records if newest[r["response_id"]] == r["feedback_id"]]
 
     def lineage(self, path: Path) -> dict:
-        """What the registry records about the rows a version was trained on."""
-        return {"watermark": self.watermark, "count": len(self.ids), "ids": list(self.ids), "sha256": file_sha256(path)}
+        """What the registry records about the rows a version was trained on, plus the SHA-256 of the round's file."""
+        return {**feedback_lineage(self.ids), "file_sha256": file_sha256(path)}
 
 
 def read_judgements(database_url: str, after: int = 0) -> Judgements:

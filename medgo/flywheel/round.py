@@ -36,7 +36,8 @@ from medgo.flywheel.config import METRICS, FlywheelConfig
 from medgo.eval.report import write_jsonl
 from medgo.flywheel.judgements import Judgements, hold_back, read_judgements
 from medgo.flywheel.registry import Registry, adapter_hash
-from medgo.train.preference import build_preferences, choose_method
+from medgo.train.kto_data import choose_method
+from medgo.train.preference import build_preferences
 
 ACTOR = "medgo flywheel round"
 STEPS = ("read", "data", "train", "gate", "register")
