@@ -52,6 +52,13 @@ COMMANDS: dict[str, Command] = {
     "flywheel round": Command("medgo.flywheel.config:FlywheelConfig", "medgo.flywheel.round:run", "one flywheel round: new judgements -> candidate adapter -> gate -> registry (canary or rejected)", configs="flywheel", flags={"--output": "output_dir"}, quiet=True),
     "flywheel demo": Command(None, "medgo.flywheel.demo:main", "two flywheel rounds end to end against a running Serve app on the embedded default"),
     "eval score": Command(None, "medgo.eval.score_cli:main", "score existing predictions: --task TASK --gold FILE --pred FILE, or --format promptcblue"),
+    "flywheel init": Command(None, "medgo.flywheel.cli:init_main", "register the model served now as the production version and publish it"),
+    "flywheel status": Command(None, "medgo.flywheel.cli:status_main", "per live model version: answers, judgements, acceptance with a 95% interval"),
+    "flywheel promote": Command(None, "medgo.flywheel.cli:promote_main", "make a canary production, in the running application; audited"),
+    "flywheel rollback": Command(None, "medgo.flywheel.cli:rollback_main", "reject a canary or the production version (its parent returns), in the running application; audited"),
+    "flywheel share": Command(None, "medgo.flywheel.cli:share_main", "change the canary's share of conversations, in the running application; audited"),
+    "flywheel check": Command(None, "medgo.flywheel.cli:check_main", "the auto-rollback rule: roll back a canary significantly worse than production"),
+    "flywheel publish": Command(None, "medgo.flywheel.cli:publish_main", "push the registry's live versions to the running application"),
     "serve": Command(None, "medgo.serve.cli:main", "serve on Ray Serve with an OpenAI-compatible API (serve_configs/local.yaml); 'serve export' writes de-identified feedback JSONL, 'serve purge' applies retention, 'serve keys' manages API keys"),
 }
 

@@ -173,14 +173,15 @@ class Registry:
         """
         with Session(self.engine) as session, session.begin():
             row = _row(session, version)
-            if row.status == "production":
-                parent = session.get(ModelVersionRow, row.parent) if row.parent else None
-                if parent is None:
-                    raise RegistryError(f"{version} has no parent version to roll back to")
-                _move(self.store, session, parent, "production", actor, f"restored: rollback of {version}", source)
-            elif row.status != "canary":
+            parent = session.get(ModelVersionRow, row.parent) if row.parent else None
+            if row.status == "production" and parent is None:
+                raise RegistryError(f"{version} has no parent version to roll back to")
+            if row.status not in ("production", "canary"):
                 raise RegistryError(f"only a canary or the production version can be rolled back; {version} is {row.status}")
+            was = row.status
             _move(self.store, session, row, "rejected", actor, reason, source)
+            if was == "production":
+                _move(self.store, session, parent, "production", actor, f"restored: rollback of {version}", source)
             model = row.model
         return self.live(model)
 

@@ -37,6 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from medgo.flywheel.routing import VERSION_HEADER, request_bucket
 from medgo.serve.metrics import ServeMetrics
 from medgo.serve.protocol import (
     APIError, AuditLog, ChatCompletion, ChatCompletionRequest, Completion, CompletionRequest, ErrorResponse, FeedbackRequest,
@@ -128,16 +129,18 @@ def _completion_routes(router: APIRouter, ctx: Context) -> None:
         return ModelList(data=cards)
 
     @router.post("/v1/chat/completions", response_model=ChatCompletion, responses=ERRORS)
-    async def chat(body: ChatCompletionRequest):
+    async def chat(body: ChatCompletionRequest, request: Request, response: Response):
         params = sampling_params(ctx.settings, body, body.max_completion_tokens or body.max_tokens)
         params.update(kind="chat", messages=[{"role": m.role, "content": m.text()} for m in body.messages])
-        return await completion(ctx, body, params, "/v1/chat/completions")
+        params["bucket"] = request_bucket(request.headers, body.user, key_name(request), messages=params["messages"])
+        return await completion(ctx, body, params, "/v1/chat/completions", response)
 
     @router.post("/v1/completions", response_model=Completion, responses=ERRORS)
-    async def text(body: CompletionRequest):
+    async def text(body: CompletionRequest, request: Request, response: Response):
         params = sampling_params(ctx.settings, body, body.max_tokens)
         params.update(kind="text", prompt=body.prompt)
-        return await completion(ctx, body, params, "/v1/completions")
+        params["bucket"] = request_bucket(request.headers, body.user, key_name(request), prompt=body.prompt)
+        return await completion(ctx, body, params, "/v1/completions", response)
 
 
 def sampling_params(settings: ServeSettings, body, max_tokens: int | None) -> dict:
@@ -150,7 +153,8 @@ def sampling_params(settings: ServeSettings, body, max_tokens: int | None) -> di
             "stop": body.stop or [], "seed": body.seed, "ignore_eos": body.ignore_eos}
 
 
-async def completion(ctx: Context, body, params: dict, route: str):
+async def completion(ctx: Context, body, params: dict, route: str, response: Response | None = None):
+    """Answer a request; a flywheel-routed answer names its version in the ``X-MedGo-Version`` header."""
     started = time.perf_counter()
     rid = new_id("chatcmpl" if params["kind"] == "chat" else "cmpl")
     if body.stream:
@@ -159,6 +163,8 @@ async def completion(ctx: Context, body, params: dict, route: str):
     raise_for_error(result)
     latency = time.perf_counter() - started
     await record(ctx, rid, params, result, latency, route)
+    if response is not None and result.get("version"):
+        response.headers[VERSION_HEADER] = result["version"]
     usage = {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_tokens"], "total_tokens": result["prompt_tokens"] + result["completion_tokens"]}
     common = {"id": rid, "created": now(), "model": params["model"], "usage": usage, "system_fingerprint": result["base_version"]}
     if params["kind"] == "chat":
@@ -199,7 +205,8 @@ async def stream_completion(ctx: Context, body, params: dict, route: str, rid: s
             await close_stream(events)
         yield "data: [DONE]\n\n"
 
-    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Request-Id": rid})
+    version = {VERSION_HEADER: head["version"]} if head.get("version") else {}
+    return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Request-Id": rid, **version})
 
 
 class ChunkWriter:
@@ -296,7 +303,7 @@ async def record(ctx: Context, rid: str, params: dict, result: dict, latency: fl
     prompt = params["messages"] if params["kind"] == "chat" else params["prompt"]
     fields = dict(
         id=rid, endpoint=params["kind"], model=name, base_version=result["base_version"],
-        adapter=name if name != ctx.settings.served_model_name else None, adapter_version=result.get("adapter_version"),
+        adapter=result.get("version") or (name if name != ctx.settings.served_model_name else None), adapter_version=result.get("adapter_version"),
         prompt=prompt, answer=result["text"], params={k: params[k] for k in SAMPLING_KEYS}, finish_reason=result["finish_reason"],
         prompt_tokens=result["prompt_tokens"], completion_tokens=result["completion_tokens"], latency_s=latency,
     )

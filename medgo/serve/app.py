@@ -14,6 +14,7 @@ from ray import serve
 from ray.serve import Application
 
 from medgo.config import build_config
+from medgo.flywheel.control import start_acceptance_exporter
 from medgo.serve.api import HandleBackend, build_api
 from medgo.serve.model import ModelRunner
 from medgo.serve.settings import ServeSettings
@@ -45,6 +46,8 @@ class APIServer:
         self.settings = ServeSettings.model_validate(settings)
         self.store = FeedbackStore(self.settings.resolved_database_url())
         self.backend = HandleBackend(model)
+        if self.settings.flywheel_metrics_interval_s:
+            start_acceptance_exporter(self.settings.resolved_database_url(), self.settings.served_model_name, self.settings.flywheel_metrics_interval_s)
 
     def __serve_build_asgi_app__(self):
         return build_api(self.backend, self.settings, self.store)

@@ -14,6 +14,7 @@ of one batch (``adapter_names``).  One thread drives the model; asyncio callers 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import queue
 import random
 import threading
@@ -109,6 +110,7 @@ class Engine:
         self.last_step = time.monotonic()
         self.steps = 0
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Callable, Event]]] = {}
+        self._calls: queue.Queue[tuple[Callable, concurrent.futures.Future]] = queue.Queue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="medgo-engine", daemon=True)
         self._thread.start()
@@ -123,6 +125,13 @@ class Engine:
         seq = Sequence(request, sink, gen, loop, position=len(request.prompt_ids))
         self.pending.put(seq)
         return seq
+
+    def call(self, fn: Callable[[], object]) -> concurrent.futures.Future:
+        """Run ``fn()`` on the engine thread between two forward passes (e.g. to load an adapter)."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._calls.put((fn, future))
+        self.pending.put(None)  # wakes an idle engine
+        return future
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Event]:
         """Events of one request; leaving the loop early cancels it."""
@@ -162,6 +171,7 @@ class Engine:
     def _run(self) -> None:
         with torch.inference_mode():
             while not self._closed:
+                self._run_calls()
                 new = self._take_pending()
                 try:
                     if new:
@@ -173,6 +183,15 @@ class Engine:
                 self._flush()
             self._fail(self.rows + self._drain(), RuntimeError("engine closed"))
             self._flush()
+
+    def _run_calls(self) -> None:
+        while not self._calls.empty():
+            fn, future = self._calls.get_nowait()
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except Exception as exc:  # noqa: BLE001 - the caller hears of it
+                    future.set_exception(exc)
 
     def _drain(self) -> list[Sequence]:
         """Every queued sequence, without waiting."""

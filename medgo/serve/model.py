@@ -13,6 +13,7 @@ never show up as replica failures in the logs.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -26,6 +27,8 @@ from peft import PeftModel
 
 from medgo import console
 from medgo.config import ModelConfig
+from medgo.flywheel.adapters import LiveAdapters
+from medgo.flywheel.routing import LiveConfig, LiveVersion
 from medgo.model.loading import ModelLoadError, is_tiny, load_model_and_tokenizer, model_config_for, resolve_attn_implementation, resolve_dtype, resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer, tokenizer_fingerprint
 from medgo.serve.engine import Delta, Engine, Failure, Finish, GenerationRequest
@@ -62,35 +65,52 @@ class ModelRunner:
         self.versions = {s.served_model_name: base_version(s.model, self.tokenizer)}
         self.versions.update({n: adapter_version(p) for n, p in s.adapters.items()})
         self.engine = Engine(model, self.tokenizer, s.max_batch_size, s.batch_wait_ms / 1000, s.debug_step_delay_s)
+        self.flywheel = LiveAdapters()
         logger.info("model ready: %s on %s, adapters=%s, context=%d", s.served_model_name, device, list(s.adapters), self.context_length)
 
     async def info(self) -> dict:
         """Served names, their versions, the context length and the forward passes run so far."""
+        live = self.flywheel.config
         return {"base": self.settings.served_model_name, "adapters": list(self.adapters), "versions": self.versions,
-                "context_length": self.context_length, "engine_steps": self.engine.steps}
+                "context_length": self.context_length, "engine_steps": self.engine.steps,
+                "flywheel": live.model_dump() if live else None, "flywheel_loaded": sorted(self.flywheel.loaded)}
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Serve's in-place update (``user_config``): ``{"flywheel": LiveConfig}`` from :func:`medgo.flywheel.control.publish`.
+
+        New adapters load between two forward passes; requests in flight keep theirs.
+        """
+        if not (user_config or {}).get("flywheel"):
+            return
+        live = LiveConfig.model_validate(user_config["flywheel"])
+        if live.model != self.settings.served_model_name:
+            raise ValueError(f"flywheel config is for {live.model!r}, this replica serves {self.settings.served_model_name!r}")
+        await asyncio.wrap_future(self.engine.call(lambda: self.flywheel.apply(self.engine, live)))
 
     async def complete(self, params: dict) -> dict:
         """Whole answer: ``{text, finish_reason, prompt_tokens, completion_tokens, ...}`` or ``{error}``."""
+        route = self.route(params)
         try:
-            request = self.encode(params, stream=False)
+            request = self.encode(params, stream=False, route=route)
         except RequestError as err:
             return err.as_dict()
         async with aclosing(self.engine.generate(request)) as events:
             async for event in events:
                 if isinstance(event, Finish):
-                    return {**self._head(request, params), **_finish(event), "text": event.text}
+                    return {**self._head(request, params, route), **_finish(event), "text": event.text}
                 if isinstance(event, Failure):
                     return self._failure(event)
         return RequestError(500, "generation ended without a result").as_dict()
 
     async def stream(self, params: dict) -> AsyncIterator[dict]:
         """A header ``{prompt_tokens, base_version, adapter_version}``, ``{delta}``..., ``{finish_reason, ...}``."""
+        route = self.route(params)
         try:
-            request = self.encode(params, stream=True)
+            request = self.encode(params, stream=True, route=route)
         except RequestError as err:
             yield err.as_dict()
             return
-        yield self._head(request, params)
+        yield self._head(request, params, route)
         interval, held, last_sent = self.settings.stream_interval_ms / 1000, "", float("-inf")
         async with aclosing(self.engine.generate(request)) as events:
             async for event in events:
@@ -105,17 +125,25 @@ class ModelRunner:
                     held = ""
                 yield _finish(event) if isinstance(event, Finish) else self._failure(event)
 
-    def _head(self, request: GenerationRequest, params: dict) -> dict:
-        adapter_version = self.versions[params["model"]] if request.adapter else None
-        return {"prompt_tokens": len(request.prompt_ids), "base_version": self.versions[self.settings.served_model_name], "adapter_version": adapter_version}
+    def route(self, params: dict) -> tuple[LiveVersion, str | None] | None:
+        """The flywheel version (and its adapter) answering a request for the served model name; None otherwise."""
+        if params.get("model") != self.settings.served_model_name:
+            return None
+        return self.flywheel.resolve(params.get("bucket", 1.0))
+
+    def _head(self, request: GenerationRequest, params: dict, route: tuple[LiveVersion, str | None] | None = None) -> dict:
+        head = {"prompt_tokens": len(request.prompt_ids), "base_version": self.versions[self.settings.served_model_name]}
+        if route is not None:
+            return {**head, "version": route[0].version, "adapter_version": route[0].adapter_hash}
+        return {**head, "adapter_version": self.versions[params["model"]] if request.adapter else None}
 
     @staticmethod
     def _failure(event: Failure) -> dict:
         logger.error("generation failed: %s", event.error)
         return RequestError(500, "the model failed while generating; retry the request", code="model_error").as_dict()
 
-    def encode(self, params: dict, stream: bool = True) -> GenerationRequest:
-        """Tokenize and check a request against this model (unknown model, context length)."""
+    def encode(self, params: dict, stream: bool = True, route: tuple[LiveVersion, str | None] | None = None) -> GenerationRequest:
+        """Tokenize and check a request against this model (unknown model, context length); ``route``: see :meth:`route`."""
         name = params.get("model")
         if name not in self.versions:
             raise RequestError(404, f"model {name!r} does not exist; see GET /v1/models", "model", "model_not_found")
@@ -131,7 +159,7 @@ class ModelRunner:
             )
         return GenerationRequest(
             prompt_ids=list(ids), max_tokens=max_tokens, temperature=params.get("temperature", 1.0), top_p=params.get("top_p", 1.0),
-            seed=params.get("seed"), stop=tuple(params.get("stop") or ()), adapter=self.adapters.get(name), ignore_eos=bool(params.get("ignore_eos")), stream=stream,
+            seed=params.get("seed"), stop=tuple(params.get("stop") or ()), adapter=route[1] if route else self.adapters.get(name), ignore_eos=bool(params.get("ignore_eos")), stream=stream,
         )
 
     async def check_health(self) -> None:

@@ -56,6 +56,8 @@ class ServeSettings(Section):
     """A non-streaming completion that takes longer is cancelled and answered 504."""
     retry_after_s: int = Field(1, ge=0)
     """``Retry-After`` seconds sent with a 503 when the model replicas' queues are full."""
+    flywheel_metrics_interval_s: float = Field(30.0, ge=0)
+    """How often the API replica exports each live flywheel version's acceptance rate as a Ray metric (0: never)."""
     debug_step_delay_s: float = Field(0.0, ge=0)
     """Testing only: sleep this long before every forward pass, to hold replicas busy."""
 
