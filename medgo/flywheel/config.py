@@ -16,6 +16,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from medgo.config import REPO_ROOT, ModelConfig, RayConfig, Section, StageConfig
+from medgo.flywheel.control import ControlConfig
 
 METHODS = ("dpo", "kto", "auto")
 METRICS = ("clinicalqa_accuracy", "cblue_mean", "refusal_rate", "preference_accuracy")
@@ -118,8 +119,9 @@ class FlywheelConfig(StageConfig):
     holdout: HoldoutConfig = HoldoutConfig()
     training: TrainingConfig = TrainingConfig()
     gate: GateConfig = GateConfig()
-    publish: bool = False
-    """Push the registry's state to the running Serve app after registering a canary."""
+    control: ControlConfig = ControlConfig()
+    """The running application (``medgo flywheel status|promote|rollback`` read it too); with
+    ``control.publish`` a new canary is pushed to it at ``control.canary_share``."""
 
     @model_validator(mode="after")
     def _training_configs_load(self) -> FlywheelConfig:

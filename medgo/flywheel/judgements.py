@@ -71,6 +71,19 @@ def read_judgements(database_url: str, after: int = 0) -> Judgements:
     return Judgements(records, ids, counts)
 
 
+def plant(store, records: list[dict], prefix: str) -> list[int]:
+    """Store judgement records (``prompt, answer, verdict[, corrected_answer, reviewer]``) as tiny-model
+    chat completions with their feedback; the new feedback ids (tests and the round benchmark)."""
+    ids = []
+    for i, r in enumerate(records):
+        rid = f"{prefix}-{i}"
+        store.add_completion(id=rid, endpoint="chat", model="medgo-tiny", base_version="tiny@planted", adapter=None, adapter_version=None,
+                             prompt=[{"role": "user", "content": r["prompt"]}], answer=r["answer"], params={}, finish_reason="stop",
+                             prompt_tokens=10, completion_tokens=10, latency_s=0.01)  # fmt: skip
+        ids.append(store.add_feedback(rid, r["verdict"], corrected_answer=r.get("corrected_answer"), reviewer=r.get("reviewer")).id)
+    return ids
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

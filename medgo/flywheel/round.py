@@ -162,11 +162,12 @@ def run(cfg: FlywheelConfig) -> dict:
             adapter_dir=str(result.adapter_dir), adapter_hash=adapter_hash(result.adapter_dir), method=data["method"],
             train_config=stage_cfg.model_dump(mode="json"), feedback=batch.lineage(data["feedback_file"]),
             gate={name: m["metrics"] for name, m in measured.items()}, reasons=reasons, status="canary" if passed else "rejected", actor=ACTOR,
+            canary_share=cfg.control.canary_share if passed else None, source=ACTOR,
         )  # fmt: skip
-        published = publish(cfg, registry) if passed and cfg.publish else None
+        published = publish(cfg, registry) if passed and cfg.control.publish else None
     report = make_report(cfg, prod, version, data, measured, passed, reasons, timer, published, result)
     (out / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(format_report(report), flush=True)
+    console.summary(format_report(report))
     console.summary(f"flywheel round: {report['judgements']['current']} judgements, {data['method']} {data['used']}; candidate "
                     f"{version['version']} {version['status']}; {sum(timer.seconds.values()):.0f} s; report {out / 'report.json'}")  # fmt: skip
     return report
@@ -180,10 +181,16 @@ def evaluate(cfg: FlywheelConfig, prod: dict, adapter_dir: Path, holdout_rows: l
     return {name: gate.measure(cfg.gate, name, model, holdout_rows, out / name) for name, model in versions.items()}
 
 
-def publish(cfg: FlywheelConfig, registry: Registry):
+def publish(cfg: FlywheelConfig, registry: Registry) -> str:
+    """Push the new canary to the running application; a failure is reported, the registration stays."""
     from medgo.flywheel import control
 
-    return control.publish(registry, cfg.model)
+    c = cfg.control
+    try:
+        live = control.publish(registry, cfg.model, app=c.app, deployment=c.deployment, address=c.ray_address, timeout_s=c.publish_timeout_s)
+    except Exception as exc:  # no application running, Ray unreachable...: the canary waits for `medgo flywheel publish`
+        return f"not published ({type(exc).__name__}: {exc}); run medgo flywheel publish"
+    return f"published: canary {live.canary.version} at share {live.canary_share}"
 
 
 def stop_early(cfg: FlywheelConfig, watermark: int, batch: Judgements, current: int, timer: Timer) -> dict:
@@ -217,6 +224,8 @@ def format_report(report: dict) -> str:
         lines.append(f"{metric:<22}{_num(p):>12}{_num(c):>12}")
     lines += [f"decision: {report['decision']}", *(f"  {r}" for r in report["reasons"])]
     lines.append("seconds: " + ", ".join(f"{k} {v}" for k, v in report["seconds"].items()))
+    if report["published"]:
+        lines.append(report["published"])
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from medgo.assets import asset_path
 from medgo.config import load_config
 from medgo.flywheel.config import FlywheelConfig, GateRules
 from medgo.flywheel.gate import decide
+from medgo.flywheel.judgements import plant
 from medgo.flywheel.registry import Registry, adapter_hash
 from medgo.flywheel.round import run
 from medgo.serve.store import FeedbackStore
@@ -24,25 +25,13 @@ LENIENT = {"max_drop": {"clinicalqa_accuracy": 100.0, "cblue_mean": 100.0, "refu
 IMPOSSIBLE = {"max_drop": {"clinicalqa_accuracy": -100.1}, "minimum": {"preference_accuracy": 100.1}}
 
 
-def plant(store: FeedbackStore, records: list[dict], prefix: str) -> list[int]:
-    """Each sample judgement as a completion of the tiny model plus its feedback row; the new feedback ids."""
-    ids = []
-    for i, r in enumerate(records):
-        rid = f"{prefix}-{i}"
-        store.add_completion(id=rid, endpoint="chat", model="medgo-tiny", base_version="tiny@test", adapter=None, adapter_version=None,
-                             prompt=[{"role": "user", "content": r["prompt"]}], answer=r["answer"], params={}, finish_reason="stop",
-                             prompt_tokens=10, completion_tokens=10, latency_s=0.01)  # fmt: skip
-        ids.append(store.add_feedback(rid, r["verdict"], corrected_answer=r.get("corrected_answer"), reviewer=r.get("reviewer")).id)
-    return ids
-
-
 def config(tmp: Path, url: str, rules: dict) -> FlywheelConfig:
     return load_config(FlywheelConfig, "jobs/configs/flywheel/tiny.yaml", [
         f"database_url={url}", "database_url_env=null", f"output_dir={tmp}",
         "training.overrides=[train.max_steps=2, ray.num_workers=1, train.per_device_train_batch_size=4]",
         "gate.clinicalqa.max_samples=4", "gate.cblue.tasks=[CHIP-CTC]", "gate.cblue.max_samples=4",
         "gate.safety.max_samples=6", "gate.safety.max_new_tokens=8", "gate.max_new_tokens=8",
-        f"gate.rules={json.dumps(rules)}",
+        f"gate.rules={json.dumps(rules)}", "control.publish=false",
     ])  # fmt: skip
 
 
