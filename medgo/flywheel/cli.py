@@ -120,16 +120,21 @@ def status_rows(registry: Registry, tgt: Target) -> dict:
     return {"model": tgt.model, "versions": rows, "auto_rollback": {"fire": verdict[0], "why": verdict[1]} if verdict else None}
 
 
-def print_status(report: dict) -> None:
-    print(f"{report['model']}:")
-    print(f"  {'role':<11}{'version':<24}{'share':>6}{'answers':>9}{'judged':>8}{'accepted':>10}   95% interval")
+def status_lines(report: dict) -> list[str]:
+    """``medgo flywheel status``'s table, one string per line."""
+    lines = [f"{report['model']}:", f"  {'role':<11}{'version':<24}{'share':>6}{'answers':>9}{'judged':>8}{'accepted':>10}   95% interval"]
     for r in report["versions"]:
         rate = f"{r['rate']:.1%}" if r["rate"] is not None else "-"
         ci = f"{r['interval'][0]:.1%} .. {r['interval'][1]:.1%}" if r["interval"] else "-"
-        print(f"  {r['role']:<11}{r['version']:<24}{r['share']:>6.0%}{r['answers']:>9}{r['judgements']:>8}{rate:>10}   {ci}")
+        lines.append(f"  {r['role']:<11}{r['version']:<24}{r['share']:>6.0%}{r['answers']:>9}{r['judgements']:>8}{rate:>10}   {ci}")
     if report["auto_rollback"]:
         rule = report["auto_rollback"]
-        print(f"  auto-rollback: {'FIRES' if rule['fire'] else 'holds'} ({rule['why']})")
+        lines.append(f"  auto-rollback: {'FIRES' if rule['fire'] else 'holds'} ({rule['why']})")
+    return lines
+
+
+def print_status(report: dict) -> None:
+    print("\n".join(status_lines(report)))
 
 
 # ----------------------------------------------------------------------------- commands

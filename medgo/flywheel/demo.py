@@ -17,14 +17,19 @@ non-space characters are Chinese characters (U+4E00..U+9FFF), i.e. Chinese prose
 Latin letters, digits, punctuation runs or broken bytes.  On the untrained tiny model about half
 the answers pass.  The demo prints each phase's acceptance per version and says whether the
 canary's acceptance rose above production's in the same phase; the tiny model may not learn the
-rule from a few dozen judgements, and the loop runs either way.  Run files go to
-``<output>/`` (database, key file, round directories, ``demo.json``).
+rule from a few dozen judgements, and the loop runs either way.  Before each promotion the demo
+prints ``medgo flywheel status`` (acceptance per live version from the serving database, with its
+95% interval).  The terminal shows the phase lines, one progress bar per round and the status
+tables; every log line goes to ``<output>/logs/flywheel-demo-<time>.log`` (``--verbose``: all on
+the terminal).  Run files go to ``<output>/`` (database, key file, round directories, ``demo.json``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -32,8 +37,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from medgo import console
 from medgo.config import load_config
 from medgo.flywheel import control
+from medgo.flywheel.cli import Target, status_lines, status_rows
 from medgo.flywheel.config import FlywheelConfig
 from medgo.flywheel.registry import Registry
 from medgo.flywheel.round import production
@@ -140,11 +147,23 @@ def say_phase(phase: int, live: dict, stats: dict) -> dict:
     if canary in stats and prod in stats:
         rose = stats[canary]["rate"] > stats[prod]["rate"]
         line += f"; canary acceptance {'rose above' if rose else 'did not rise above'} production's"
-    print(f"phase {phase}: {line}", flush=True)
+    say(f"phase {phase}: {line}")
     return {"phase": phase, "production": prod, "canary": canary, "acceptance": stats, "canary_rose": rose}
 
 
 # ----------------------------------------------------------------------------- the demo
+
+
+def say(line: str) -> None:
+    """A line on the terminal (the demo's console's, or stdout)."""
+    con = console.active()
+    con.say(line) if con is not None else print(line, flush=True)
+
+
+def stage(name: str):
+    """The console's progress bar and summary for a round."""
+    con = console.active()
+    return con.stage(name) if con is not None else contextlib.nullcontext()
 
 
 def round_config(args, out: Path, url: str) -> FlywheelConfig:
@@ -155,8 +174,10 @@ def round_config(args, out: Path, url: str) -> FlywheelConfig:
 
 def demo(args) -> dict:
     out = Path(args.output).resolve()
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.iterdir():  # a fresh run folder; earlier demos' logs stay
+        if old.name != "logs":
+            shutil.rmtree(old) if old.is_dir() else old.unlink()
     url = f"sqlite:///{out / 'serve.db'}"
     cfg = round_config(args, out, url)
     keys = write_keys(out)
@@ -170,29 +191,39 @@ def demo(args) -> dict:
         phases.append(say_phase(phase, registry.live(cfg.model), acceptance(results)))
         canary = registry.live(cfg.model)["canary"]
         if canary is not None:
+            for line in status_lines(status_rows(registry, Target(url, cfg.model, cfg.control))):
+                say(line)
             control.promote(registry, canary["version"], actor=ACTOR, reason="demo: promoted after a phase of traffic")
             control.publish(registry, cfg.model, app=cfg.control.app)
-            print(f"promoted {canary['version']}", flush=True)
+            say(f"promoted {canary['version']}")
         if phase < args.rounds:
-            report = run_round(cfg)
+            with stage(f"flywheel round {phase + 1}"):
+                report = run_round(cfg)
             rounds.append({k: report.get(k) for k in ("candidate", "status", "method", "used_by_method", "judgements", "gate", "reasons", "seconds", "published")})
     summary = {"rule": f"acceptable when >= {THRESHOLD:.0%} of the non-space characters are Chinese characters", "phases": phases, "rounds": rounds}
     (out / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
-    print(f"demo: {len(rounds)} rounds; summary {out / 'demo.json'}", flush=True)
+    say(f"demo: {len(rounds)} rounds; summary {out / 'demo.json'}")
     return summary
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="medgo flywheel demo", description="two flywheel rounds end to end against a running Serve app (embedded default)")
     p.add_argument("--config", default="jobs/configs/flywheel/tiny.yaml", help="flywheel config of the rounds")
-    p.add_argument("--output", default="runs/flywheel-demo", help="run folder (emptied first): database, key file, rounds, demo.json")
+    p.add_argument("--output", default="runs/flywheel-demo", help="run folder (emptied first, logs/ kept): database, key file, rounds, demo.json")
     p.add_argument("--port", type=int, default=8123, help="HTTP port of the demo's Serve app")
     p.add_argument("--questions", type=int, default=40, help="questions per phase (each asked twice)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--min-judgements", type=int, default=40)
+    p.add_argument("--verbose", action="store_true", help="show every log line and library warning")
     args = p.parse_args(argv)
+    if args.verbose:
+        os.environ[console.VERBOSE_ENV] = "1"
+    log = None if console.verbose() else console.log_path_for(Path(args.output), "flywheel-demo")
     try:
-        demo(args)
+        with console.Console(log) as con:
+            if log is not None:
+                con.say(f"flywheel demo: log {log}")
+            demo(args)
     finally:
         import ray
 
