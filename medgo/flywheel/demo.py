@@ -220,9 +220,7 @@ def main(argv: list[str]) -> int:
         os.environ[console.VERBOSE_ENV] = "1"
     log = None if console.verbose() else console.log_path_for(Path(args.output), "flywheel-demo")
     try:
-        with console.Console(log) as con:
-            if log is not None:
-                con.say(f"flywheel demo: log {log}")
+        with console.Console(log):
             demo(args)
     finally:
         import ray
