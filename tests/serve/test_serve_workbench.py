@@ -226,4 +226,4 @@ def test_versions_page_shows_acceptance_per_version(browser, main_app):
     stats = httpx.get(f"{main_app.url}/v1/versions/stats", headers=main_app.headers, timeout=30).json()["data"]
     base = next(s for s in stats if s["model"] == "medgo-tiny")
     cells = [c.text for c in row.find_elements("css selector", "td")]
-    assert cells[:6] == ["medgo-tiny", base["base_version"], "—", str(base["answers"]), str(base["judgements"]), str(base["acceptable"])]
+    assert cells[:7] == ["medgo-tiny", base["base_version"], "—", "—", str(base["answers"]), str(base["judgements"]), str(base["acceptable"])]
