@@ -7,9 +7,14 @@ the search is two narrow passes plus a small driver step:
 
 1. every document emits one bucket key per band (and one for its exact hash); a Ray Data
    ``groupby(key).count()`` finds the buckets holding two documents or more;
-2. the documents in those buckets are read back with their signatures (only them);
-3. candidate pairs are verified (estimated Jaccard >= threshold; exact pairs by hash), joined
-   into clusters with union-find, and every cluster keeps its first document in corpus order.
+2. the documents in those buckets are read back with their signatures (only them), one row
+   per shared bucket, and grouped by bucket: each bucket's candidate pairs are verified where
+   the bucket lands (estimated Jaccard >= threshold; exact pairs by hash);
+3. the verified pairs are joined into clusters by distributed connected components (rounds of
+   hash-to-min, a ``groupby(node)`` each, until every cluster is a star around its smallest
+   document), and every cluster keeps that first document in corpus order.
+
+No step collects documents or pairs in the driver: it only loops over the rounds.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from datasketch import MinHash, MinHashLSH
 
 from medgo.corpus.config import DedupConfig
@@ -115,33 +122,57 @@ def candidate_pairs(bucket_members: dict[int, list[int]]) -> set[tuple[int, int]
     return pairs
 
 
-def _find(parent: dict[int, int], x: int) -> int:
-    while parent.setdefault(x, x) != x:
-        parent[x] = parent[parent[x]]
-        x = parent[x]
-    return x
+PAIR_SCHEMA = pa.schema([("a", pa.int64()), ("ha", pa.int64()), ("b", pa.int64()), ("hb", pa.int64()), ("verified", pa.int8())])
+EDGE_SCHEMA = pa.schema([("a", pa.int64()), ("ha", pa.int64()), ("b", pa.int64()), ("hb", pa.int64()), ("own", pa.int8()), ("unsettled", pa.int8())])
 
 
-def cluster(pairs: set[tuple[int, int]], signatures: dict[int, np.ndarray], doc_hashes: dict[int, int], threshold: float, near: bool) -> Clusters:
-    """Verify candidate pairs, union them, keep the first document of every cluster."""
-    out = Clusters(candidate_pairs=len(pairs))
-    parent: dict[int, int] = {}
-    for a, b in sorted(pairs):
-        same = doc_hashes[a] == doc_hashes[b]
-        if same or (near and jaccard(signatures[a], signatures[b]) >= threshold):
-            out.verified_pairs += 1
-            ra, rb = _find(parent, a), _find(parent, b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
+def verify_bucket(bucket: pa.Table, threshold: float, near: bool, num_perm: int) -> pa.Table:
+    """One LSH bucket (rows ``doc``, ``doc_hash``, ``signature``): its candidate pairs (a < b), each
+    marked verified when the texts hash the same or the estimated Jaccard reaches ``threshold``."""
+    docs = bucket.column("doc").to_numpy()
+    hashes = dict(zip(docs.tolist(), bucket.column("doc_hash").to_pylist()))
+    sigs = dict(zip(docs.tolist(), (np.frombuffer(s, np.uint32) for s in bucket.column("signature").to_pylist())))
+    rows = []
+    for a, b in sorted(candidate_pairs({0: docs.tolist()})):
+        same = hashes[a] == hashes[b]
+        rows.append((a, hashes[a], b, hashes[b], int(same or (near and jaccard(sigs[a], sigs[b]) >= threshold))))
+    return pa.Table.from_pylist([dict(zip(PAIR_SCHEMA.names, r)) for r in rows], schema=PAIR_SCHEMA)
+
+
+def both_directions(edges: pa.Table) -> pa.Table:
+    """Edges (a, b) as neighbour rows (node, other) seen from both ends."""
+    fwd = {"node": edges["a"], "hnode": edges["ha"], "other": edges["b"], "hother": edges["hb"]}
+    back = {"node": edges["b"], "hnode": edges["hb"], "other": edges["a"], "hother": edges["ha"]}
+    return pa.concat_tables([pa.table(fwd), pa.table(back)])
+
+
+def star_step(group: pa.Table) -> pa.Table:
+    """One round of connected components for one node (hash-to-min): the node and its neighbours
+    are linked to the smallest of them.  ``unsettled`` marks a node that still has several
+    neighbours without being the smallest; when no node is unsettled, every component is a star
+    around its smallest document and the rows with ``own`` set list each other member once."""
+    node, hnode = group["node"][0].as_py(), group["hnode"][0].as_py()
+    members = dict(zip(group["other"].to_pylist(), group["hother"].to_pylist()))
+    members[node] = hnode
+    root = min(members)
+    unsettled = int(node != root and len(members) > 2)
+    rows = [(x, hx, root, members[root], int(x == node), unsettled) for x, hx in sorted(members.items()) if x != root]
+    return pa.Table.from_pylist([dict(zip(EDGE_SCHEMA.names, r)) for r in rows], schema=EDGE_SCHEMA)
+
+
+def dropped_rows(edges: pa.Table) -> pa.Table:
+    """Settled star edges as the documents to drop: (doc, kept, reason)."""
+    own = edges.filter(pc.equal(edges["own"], 1))
+    reason = pc.if_else(pc.equal(own["ha"], own["hb"]), "exact_duplicate", "near_duplicate")
+    return pa.table({"doc": own["a"], "kept": own["b"], "reason": reason})
+
+
+def clusters_of(dropped: pa.Table, candidate_pairs: int, verified_pairs: int) -> Clusters:
+    """The ``Clusters`` the manifest and ``duplicates.jsonl`` report, from the dropped rows."""
+    out = Clusters(candidate_pairs=candidate_pairs, verified_pairs=verified_pairs)
     members: dict[int, list[int]] = defaultdict(list)
-    for doc in parent:
-        members[_find(parent, doc)].append(doc)
-    for root, docs in sorted(members.items()):
-        kept, rest = root, sorted(d for d in docs if d != root)
-        if not rest:
-            continue
-        out.clusters.append((kept, rest))
-        for d in rest:
-            reason = "exact_duplicate" if doc_hashes[d] == doc_hashes[kept] else "near_duplicate"
-            out.dropped[d] = (reason, kept)
+    for doc, kept, reason in zip(*(dropped.column(c).to_pylist() for c in ("doc", "kept", "reason"))):
+        members[kept].append(doc)
+        out.dropped[doc] = (reason, kept)
+    out.clusters = [(kept, sorted(docs)) for kept, docs in sorted(members.items())]
     return out
