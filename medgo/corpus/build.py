@@ -241,7 +241,7 @@ def step_dedup(plan: Plan, starts: np.ndarray) -> Clusters:
     if shared_keys.size == 0:
         return Clusters()
     pairs = _verified_pairs(plan, kwargs, shared_keys)
-    edges = pairs.filter(lambda r: r["verified"] == 1).materialize()
+    edges = pairs.map_batches(lambda t: t.filter(pc.equal(t["verified"], 1)), batch_format="pyarrow").materialize()
     n_pairs, n_verified = pairs.count(), edges.count()
     if n_verified == 0:
         return Clusters(candidate_pairs=n_pairs)
