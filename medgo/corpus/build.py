@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
-from ray.data.aggregate import CountDistinct, Max
+from ray.data.aggregate import Count, CountDistinct, Max, Sum
 
 from medgo import console
 from medgo.config import ConfigError, save_config
@@ -241,10 +241,11 @@ def step_dedup(plan: Plan, starts: np.ndarray) -> Clusters:
     if shared_keys.size == 0:
         return Clusters()
     pairs = _verified_pairs(plan, kwargs, shared_keys)
-    edges = pairs.map_batches(lambda t: t.filter(pc.equal(t["verified"], 1)), batch_format="pyarrow").materialize()
-    n_pairs, n_verified = pairs.count(), edges.count()
+    counts = pairs.aggregate(Count(), Sum("verified"))
+    n_pairs, n_verified = counts["count()"], counts["sum(verified)"] or 0
     if n_verified == 0:
         return Clusters(candidate_pairs=n_pairs)
+    edges = pairs.map_batches(lambda t: t.filter(pc.equal(t["verified"], 1)), batch_format="pyarrow")
     dropped = _components(plan, edges).map_batches(dropped_rows, batch_format="pyarrow")
     dropped = dropped.map_batches(lambda t: t.append_column("group", pa.array(steps.group_of(t["doc"], starts))), batch_format="pyarrow")
     dropped.write_parquet(str(plan.work / "dropped"), partition_cols=["group"])

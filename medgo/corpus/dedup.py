@@ -1,7 +1,7 @@
 """Deduplication: exact (hash of the normalised text) and near-duplicate (MinHash LSH).
 
-Signatures are datasketch ``MinHash`` values over character n-grams (the n-gram hashes are
-computed vectorised and fed to ``update_batch``).  The LSH bands come from datasketch's
+Signatures are datasketch ``MinHash`` values over character n-grams, computed in numpy with
+datasketch's permutations (the test suite checks they equal datasketch's own).  The LSH bands come from datasketch's
 ``MinHashLSH`` parameter optimum for the threshold, unless the config fixes them.  Over Ray,
 the search is two narrow passes plus a small driver step:
 
@@ -26,7 +26,6 @@ from itertools import combinations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasketch import MinHash, MinHashLSH
 
 from medgo.corpus.config import DedupConfig
 from medgo.corpus.hashing import codepoints, combine_rows, mix64, ngram_hashes
@@ -40,30 +39,44 @@ def lsh_params(cfg: DedupConfig) -> tuple[int, int]:
     """(bands, rows per band): the config's, or datasketch's optimum for threshold and num_perm."""
     if cfg.bands:
         return cfg.bands, cfg.rows
+    from datasketch import MinHashLSH  # the driver's only use of datasketch (it imports SciPy)
+
     lsh = MinHashLSH(threshold=cfg.threshold, num_perm=cfg.num_perm)
     return lsh.b, lsh.r
 
 
 SHINGLE_CHUNK = 8192
-"""Shingles per ``update_batch`` call (bounds the shingles x permutations temporary)."""
+"""Shingles per vector operation (bounds the shingles x permutations temporary)."""
 
 
-def _as_hashes(values):
-    """datasketch ``hashfunc`` for pre-hashed input: the 32-bit shingle hashes pass through."""
-    return values
+def fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser (uint32 in, uint32 out, wrapping), datasketch's pre-mix."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) of datasketch's ``affine32`` permutations ``h -> a*h + b mod 2^32`` for ``seed``."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
 
 
 class Signer:
-    """MinHash signatures of texts over character ``ngram``-shingles (one reusable MinHash).
+    """MinHash signatures of texts over character ``ngram``-shingles, equal to datasketch's
+    ``MinHash(num_perm, seed)`` fed the 32-bit shingle hashes (its default ``affine32`` scheme).
 
-    Shingles are hashed to 32 bits in numpy and handed to datasketch's ``update_batch`` a chunk
-    at a time (``hashfunc`` passes the array through), so datasketch applies its permutations
-    to the whole chunk in one vector operation instead of one Python call per shingle.
+    The permutations are applied in numpy to a chunk of shingles at a time, as datasketch's
+    ``update_batch`` does, without importing datasketch (and SciPy) in every worker.
     """
 
     def __init__(self, num_perm: int, ngram: int, seed: int = 1):
         self.ngram = ngram
-        self.minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=_as_hashes)
+        self.a, self.b = permutations(num_perm, seed)
 
     def shingles(self, text: str) -> np.ndarray:
         """Distinct 32-bit hashes of the text's character n-grams (the whole text when shorter)."""
@@ -72,11 +85,11 @@ class Signer:
         return np.unique((hashes & np.uint64(0xFFFFFFFF)).astype(np.uint32))
 
     def __call__(self, text: str) -> np.ndarray:
-        shingles = self.shingles(text)
-        self.minhash.clear()
-        for i in range(0, len(shingles), SHINGLE_CHUNK):
-            self.minhash.update_batch([shingles[i : i + SHINGLE_CHUNK]])
-        return self.minhash.hashvalues.astype(np.uint32, copy=True)
+        mixed = fmix32(self.shingles(text))
+        signature = np.full(len(self.a), np.iinfo(np.uint32).max, dtype=np.uint32)
+        for i in range(0, len(mixed), SHINGLE_CHUNK):
+            np.minimum(signature, (mixed[i : i + SHINGLE_CHUNK, None] * self.a + self.b).min(axis=0), out=signature)
+        return signature
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
