@@ -3,10 +3,12 @@
     medgo corpus build --config jobs/configs/corpus/tiny.yaml --output runs/corpus/tiny
 
 Every step is a Ray Data operation over a stream of Arrow batches; the driver only plans the
-read units, holds small decision sets (boilerplate line hashes, duplicate clusters, the eval
-n-gram index) and writes the packed shards.  Tokenized documents are written partitioned by
-*packing group* (consecutive read units of about ``read.group_mb``), so the driver reads them
-back one group at a time, in corpus order, with memory bounded by a group: no global sort.
+read units, holds small decision sets (boilerplate line hashes, the keys of shared LSH buckets,
+the eval n-gram index), loops over the clustering rounds of deduplication and writes the
+manifest.  Filtered documents are written partitioned by *packing group* (consecutive read units
+of about ``read.group_mb``); one task per group then de-identifies, decontaminates, tokenizes and
+packs the group's documents in corpus order into shards of its own, so nothing sequential is
+left on the driver and no global sort is needed.
 Intermediate Parquet files live under ``_work`` while the build runs.  Everything is checked
 before any worker starts (sources, tokenizer, evaluation files, output directory); the new
 corpus is assembled next to the output directory and moved into place only when complete, so a
@@ -256,7 +258,7 @@ def step_dedup(plan: Plan, starts: np.ndarray) -> Clusters:
 BLOCKS_PER_SHARD = 16384
 
 
-def step_final_pack(plan: Plan) -> pa.Table:
+def step_final_pack(plan: Plan) -> pa.Table | None:
     """Per packing group, in parallel: drop duplicates, de-identify, decontaminate, tokenize, pack
     and write the group's shards.  Returns one summary row per group."""
     cfg = plan.cfg
