@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from medgo.corpus.config import DedupConfig
-from medgo.corpus.hashing import codepoints, combine_rows, mix64, ngram_hashes
+from medgo.corpus.hashing import codepoints, combine_rows, fmix32, mix64, ngram_hashes
 
 EXACT_BAND = -1
 MAX_ALL_PAIRS = 16
@@ -47,15 +47,6 @@ def lsh_params(cfg: DedupConfig) -> tuple[int, int]:
 
 SHINGLE_CHUNK = 8192
 """Shingles per vector operation (bounds the shingles x permutations temporary)."""
-
-
-def fmix32(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finaliser (uint32 in, uint32 out, wrapping), datasketch's pre-mix."""
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
 
 
 def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
