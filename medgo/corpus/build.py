@@ -38,7 +38,7 @@ from medgo.config import ConfigError, save_config
 from medgo.corpus import steps
 from medgo.corpus.config import CorpusConfig, resolve_path
 from medgo.corpus.decontam import EvalIndex, build_index, missing_patterns
-from medgo.corpus.dedup import Clusters, both_directions, clusters_of, dropped_rows, lsh_params, star_step, verify_bucket
+from medgo.corpus.dedup import Clusters, both_directions, clusters_of, dropped_rows, lsh_params, star_partition, verify_buckets, with_partition
 from medgo.corpus.pack import eos_id, load_hf_tokenizer
 from medgo.corpus.report import build_manifest, write_report
 from medgo.corpus.sources import ReadUnit, doc_ref, file_table, group_starts, group_units, list_files, needs_probe, plan_units, probe, read_group_batch, resolve_units
@@ -208,11 +208,13 @@ def _shared_keys(plan: Plan, kwargs: dict) -> np.ndarray:
 
 
 def _verified_pairs(plan: Plan, kwargs: dict, shared_keys: np.ndarray) -> ray.data.Dataset:
-    """Distinct candidate pairs, verified in the task that holds their bucket."""
+    """Distinct candidate pairs, verified in the task that holds their bucket (buckets are shuffled
+    by a hash of their key into ``shuffle_partitions`` groups, each handled by one call)."""
     d = plan.cfg.dedup
     rows = _map(plan, "docs", steps.candidate_rows_batch, DEDUP_COLUMNS, **kwargs, shared_keys=shared_keys)
-    verify = {"threshold": d.threshold, "near": d.near, "num_perm": d.num_perm}
-    pairs = rows.groupby("key", num_partitions=d.shuffle_partitions).map_groups(verify_bucket, batch_format="pyarrow", fn_kwargs=verify)
+    rows = rows.map_batches(with_partition, batch_format="pyarrow", fn_kwargs={"column": "key", "partitions": d.shuffle_partitions})
+    verify = {"threshold": d.threshold, "near": d.near}
+    pairs = rows.groupby("part", num_partitions=d.shuffle_partitions).map_groups(verify_buckets, batch_format="pyarrow", fn_kwargs=verify)
     pairs = pairs.groupby(["a", "b"], num_partitions=d.shuffle_partitions).aggregate(Max("ha", alias_name="ha"), Max("hb", alias_name="hb"), Max("verified", alias_name="verified"))
     return pairs.materialize()
 
@@ -221,8 +223,9 @@ def _components(plan: Plan, edges: ray.data.Dataset) -> ray.data.Dataset:
     """Connected components of the verified pairs: hash-to-min rounds until every cluster is a
     star around its smallest document."""
     for _ in range(MAX_ROUNDS):
-        rows = edges.map_batches(both_directions, batch_format="pyarrow")
-        edges = rows.groupby("node", num_partitions=plan.cfg.dedup.shuffle_partitions).map_groups(star_step, batch_format="pyarrow").materialize()
+        parts = plan.cfg.dedup.shuffle_partitions
+        rows = edges.map_batches(both_directions, batch_format="pyarrow").map_batches(with_partition, batch_format="pyarrow", fn_kwargs={"column": "node", "partitions": parts})
+        edges = rows.groupby("part", num_partitions=parts).map_groups(star_partition, batch_format="pyarrow").materialize()
         if not edges.sum("unsettled"):
             return edges
     raise RuntimeError(f"duplicate clusters did not settle in {MAX_ROUNDS} rounds")

@@ -130,17 +130,35 @@ PAIR_SCHEMA = pa.schema([("a", pa.int64()), ("ha", pa.int64()), ("b", pa.int64()
 EDGE_SCHEMA = pa.schema([("a", pa.int64()), ("ha", pa.int64()), ("b", pa.int64()), ("hb", pa.int64()), ("own", pa.int8()), ("unsettled", pa.int8())])
 
 
-def verify_bucket(bucket: pa.Table, threshold: float, near: bool, num_perm: int) -> pa.Table:
-    """One LSH bucket (rows ``doc``, ``doc_hash``, ``signature``): its candidate pairs (a < b), each
-    marked verified when the texts hash the same or the estimated Jaccard reaches ``threshold``."""
-    docs = bucket.column("doc").to_numpy()
-    hashes = dict(zip(docs.tolist(), bucket.column("doc_hash").to_pylist()))
-    sigs = dict(zip(docs.tolist(), (np.frombuffer(s, np.uint32) for s in bucket.column("signature").to_pylist())))
+def runs(keys: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of every run of equal values in a sorted list."""
+    edges = [i for i in range(1, len(keys)) if keys[i] != keys[i - 1]]
+    return list(zip([0, *edges], [*edges, len(keys)]))
+
+
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    return pa.table([pa.array(col, f.type) for col, f in zip(zip(*rows), schema)] if rows else [[] for _ in schema], schema=schema)
+
+
+def verify_bucket(docs: list[int], hashes: dict[int, int], sigs: dict[int, np.ndarray], threshold: float, near: bool) -> list[tuple]:
+    """One LSH bucket's candidate pairs (a < b), each marked verified when the texts hash the
+    same or the estimated Jaccard reaches ``threshold``."""
     rows = []
-    for a, b in sorted(candidate_pairs({0: docs.tolist()})):
+    for a, b in sorted(candidate_pairs({0: docs})):
         same = hashes[a] == hashes[b]
         rows.append((a, hashes[a], b, hashes[b], int(same or (near and jaccard(sigs[a], sigs[b]) >= threshold))))
-    return pa.Table.from_pylist([dict(zip(PAIR_SCHEMA.names, r)) for r in rows], schema=PAIR_SCHEMA)
+    return rows
+
+
+def verify_buckets(part: pa.Table, threshold: float, near: bool) -> pa.Table:
+    """The candidate pairs of every LSH bucket in a shuffle partition (rows ``key``, ``doc``,
+    ``doc_hash``, ``signature``), verified where the bucket lands."""
+    part = part.sort_by([("key", "ascending"), ("doc", "ascending")])
+    keys, docs = part.column("key").to_pylist(), part.column("doc").to_pylist()
+    hashes = dict(zip(docs, part.column("doc_hash").to_pylist()))
+    sigs = dict(zip(docs, (np.frombuffer(s, np.uint32) for s in part.column("signature").to_pylist())))
+    rows = [r for start, end in runs(keys) for r in verify_bucket(docs[start:end], hashes, sigs, threshold, near)]
+    return _table(rows, PAIR_SCHEMA)
 
 
 def both_directions(edges: pa.Table) -> pa.Table:
@@ -150,18 +168,36 @@ def both_directions(edges: pa.Table) -> pa.Table:
     return pa.concat_tables([pa.table(fwd), pa.table(back)])
 
 
-def star_step(group: pa.Table) -> pa.Table:
+def star_step(node: int, members: dict[int, int]) -> list[tuple]:
     """One round of connected components for one node (hash-to-min): the node and its neighbours
-    are linked to the smallest of them.  ``unsettled`` marks a node that still has several
-    neighbours without being the smallest; when no node is unsettled, every component is a star
-    around its smallest document and the rows with ``own`` set list each other member once."""
-    node, hnode = group["node"][0].as_py(), group["hnode"][0].as_py()
-    members = dict(zip(group["other"].to_pylist(), group["hother"].to_pylist()))
-    members[node] = hnode
+    (``members``: document -> text hash, the node included) are linked to the smallest of them.
+    ``unsettled`` marks a node that still has several neighbours without being the smallest;
+    when no node is unsettled, every component is a star around its smallest document and the
+    rows with ``own`` set list each other member once."""
     root = min(members)
     unsettled = int(node != root and len(members) > 2)
-    rows = [(x, hx, root, members[root], int(x == node), unsettled) for x, hx in sorted(members.items()) if x != root]
-    return pa.Table.from_pylist([dict(zip(EDGE_SCHEMA.names, r)) for r in rows], schema=EDGE_SCHEMA)
+    return [(x, hx, root, members[root], int(x == node), unsettled) for x, hx in sorted(members.items()) if x != root]
+
+
+def star_partition(part: pa.Table) -> pa.Table:
+    """``star_step`` for every node of a shuffle partition (rows ``node``, ``hnode``, ``other``,
+    ``hother``)."""
+    part = part.sort_by([("node", "ascending"), ("other", "ascending")])
+    nodes, hnodes = part.column("node").to_pylist(), part.column("hnode").to_pylist()
+    others, hothers = part.column("other").to_pylist(), part.column("hother").to_pylist()
+    rows = []
+    for start, end in runs(nodes):
+        members = dict(zip(others[start:end], hothers[start:end]))
+        members[nodes[start]] = hnodes[start]
+        rows += star_step(nodes[start], members)
+    return _table(rows, EDGE_SCHEMA)
+
+
+def with_partition(table: pa.Table, column: str, partitions: int) -> pa.Table:
+    """``table`` with a ``part`` column: a hash of ``column`` modulo ``partitions``, so a group-by
+    on it hands each task whole buckets (or nodes) by the thousand instead of one per call."""
+    values = table.column(column).to_numpy().astype(np.int64).view(np.uint64)
+    return table.append_column("part", pa.array((mix64(values) % np.uint64(partitions)).astype(np.int64)))
 
 
 def dropped_rows(edges: pa.Table) -> pa.Table:

@@ -9,7 +9,7 @@ import pyarrow.compute
 import pytest
 
 from medgo.corpus.config import DedupConfig
-from medgo.corpus.dedup import EXACT_BAND, Signer, both_directions, bucket_keys, candidate_pairs, clusters_of, dropped_rows, jaccard, lsh_params, star_step, verify_bucket
+from medgo.corpus.dedup import EXACT_BAND, Signer, both_directions, bucket_keys, candidate_pairs, clusters_of, dropped_rows, jaccard, lsh_params, star_partition, verify_buckets, with_partition
 from medgo.corpus.hashing import codepoints, ngram_hashes, text_hash
 
 BASE = (
@@ -78,27 +78,28 @@ def test_buckets_put_near_duplicates_together(signer):
     assert not set(keys[0]) & set(keys[2])
 
 
-def bucket(texts: dict[int, str], signer) -> pa.Table:
-    docs = list(texts)
-    sigs = [signer(texts[d]).tobytes() for d in docs]
-    return pa.table({"doc": pa.array(docs, pa.int64()), "doc_hash": [text_hash(texts[d]) for d in docs], "signature": pa.array(sigs, pa.binary())})
+def bucket_rows(buckets: dict[int, dict[int, str]], signer) -> pa.Table:
+    """Rows (key, doc, doc_hash, signature) of a shuffle partition holding several buckets."""
+    rows = [(key, d, text_hash(t), signer(t).tobytes()) for key, texts in buckets.items() for d, t in texts.items()]
+    return pa.table({"key": [r[0] for r in rows], "doc": [r[1] for r in rows], "doc_hash": [r[2] for r in rows], "signature": pa.array([r[3] for r in rows], pa.binary())})
 
 
 def test_bucket_pairs_are_verified_where_the_bucket_lands(signer):
-    rows = verify_bucket(bucket({40: BASE, 10: BASE, 30: NEAR, 50: SAME_TOPIC}, signer), threshold=0.8, near=True, num_perm=128)
+    part = bucket_rows({7: {40: BASE, 10: BASE, 30: NEAR, 50: SAME_TOPIC}, 3: {30: NEAR, 60: OTHER}}, signer)
+    rows = verify_buckets(part, threshold=0.8, near=True)
     verified = {(r["a"], r["b"]): r["verified"] for r in rows.to_pylist()}
-    assert verified == {(10, 30): 1, (10, 40): 1, (30, 40): 1, (10, 50): 0, (30, 50): 0, (40, 50): 0}
-    exact_only = verify_bucket(bucket({40: BASE, 10: BASE, 30: NEAR}, signer), threshold=0.8, near=False, num_perm=128)
+    assert verified == {(10, 30): 1, (10, 40): 1, (30, 40): 1, (10, 50): 0, (30, 50): 0, (40, 50): 0, (30, 60): 0}
+    exact_only = verify_buckets(bucket_rows({1: {40: BASE, 10: BASE, 30: NEAR}}, signer), threshold=0.8, near=False)
     assert {(r["a"], r["b"]) for r in exact_only.to_pylist() if r["verified"]} == {(10, 40)}
 
 
 def components(pairs: list[tuple[int, int]], hashes: dict[int, int]) -> tuple[pa.Table, int]:
-    """The distributed rounds, run in one process: group-by node is a dict here."""
+    """The distributed rounds, run in one process: three shuffle partitions by node."""
     edges = pa.table({"a": [a for a, _ in pairs], "ha": [hashes[a] for a, _ in pairs], "b": [b for _, b in pairs], "hb": [hashes[b] for _, b in pairs]})
     for rounds in range(1, 65):
-        rows = both_directions(edges)
-        nodes = rows["node"].to_pylist()
-        edges = pa.concat_tables([star_step(rows.filter(pa.compute.equal(rows["node"], n))) for n in sorted(set(nodes))])
+        rows = with_partition(both_directions(edges), "node", 3)
+        parts = [rows.filter(pa.compute.equal(rows["part"], p)) for p in range(3)]  # the shuffle
+        edges = pa.concat_tables([star_partition(p) for p in parts])
         if sum(edges["unsettled"].to_pylist()) == 0:
             return dropped_rows(edges), rounds
     raise AssertionError("did not settle")
