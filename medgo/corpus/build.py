@@ -3,10 +3,12 @@
     medgo corpus build --config jobs/configs/corpus/tiny.yaml --output runs/corpus/tiny
 
 Every step is a Ray Data operation over a stream of Arrow batches; the driver only plans the
-read units, holds small decision sets (boilerplate line hashes, duplicate clusters, the eval
-n-gram index) and writes the packed shards.  Tokenized documents are written partitioned by
-*packing group* (consecutive read units of about ``read.group_mb``), so the driver reads them
-back one group at a time, in corpus order, with memory bounded by a group: no global sort.
+read units, holds small decision sets (boilerplate line hashes, the keys of shared LSH buckets,
+the eval n-gram index), loops over the clustering rounds of deduplication and writes the
+manifest.  Filtered documents are written partitioned by *packing group* (consecutive read units
+of about ``read.group_mb``); one task per group then de-identifies, decontaminates, tokenizes and
+packs the group's documents in corpus order into shards of its own, so nothing sequential is
+left on the driver and no global sort is needed.
 Intermediate Parquet files live under ``_work`` while the build runs.  Everything is checked
 before any worker starts (sources, tokenizer, evaluation files, output directory); the new
 corpus is assembled next to the output directory and moved into place only when complete, so a
@@ -29,22 +31,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
-from ray.data.aggregate import CountDistinct
-from tqdm import tqdm
+from ray.data.aggregate import Count, CountDistinct, Max, Sum
 
 from medgo import console
 from medgo.config import ConfigError, save_config
 from medgo.corpus import steps
 from medgo.corpus.config import CorpusConfig, resolve_path
 from medgo.corpus.decontam import EvalIndex, build_index, missing_patterns
-from medgo.corpus.dedup import Clusters, candidate_pairs, cluster, lsh_params
-from medgo.corpus.pack import ShardWriter, eos_id, load_hf_tokenizer
+from medgo.corpus.dedup import Clusters, both_directions, clusters_of, dropped_rows, lsh_params, star_partition, verify_buckets, with_partition
+from medgo.corpus.pack import eos_id, load_hf_tokenizer
 from medgo.corpus.report import build_manifest, write_report
 from medgo.corpus.sources import ReadUnit, doc_ref, file_table, group_starts, group_units, list_files, needs_probe, plan_units, probe, read_group_batch, resolve_units
 from medgo.model.tokenizer import tokenizer_fingerprint
 from medgo.ray_utils import init_ray
-
-BLOCKS_PER_SHARD = 16384
 
 
 @dataclass
@@ -119,7 +118,7 @@ def data_context(cfg: CorpusConfig):
         ctx.shuffle_strategy, ctx.target_max_block_size = saved
 
 
-BUILD_STEPS = 6  # the timed steps of run(), for the progress bar
+BUILD_STEPS = 5  # the timed steps of run(), for the progress bar
 
 
 @contextmanager
@@ -139,7 +138,7 @@ def _collect(ds: ray.data.Dataset) -> pa.Table | None:
 
 def _files(plan: Plan, name: str) -> list[str]:
     """The work files of one step, sorted (none when every source was empty)."""
-    return sorted(str(p) for p in (plan.work / name).glob("*.parquet"))
+    return sorted(str(p) for p in (plan.work / name).rglob("*.parquet"))
 
 
 def _map(plan: Plan, name: str, fn, columns: list[str] | None = None, **kwargs) -> ray.data.Dataset:
@@ -186,111 +185,96 @@ def step_boilerplate(plan: Plan) -> np.ndarray:
     return np.sort(table.column("line").to_numpy()) if table is not None else np.empty(0, np.int64)
 
 
-def step_filter_sign(plan: Plan, boilerplate: np.ndarray) -> None:
-    """Remove boilerplate lines, apply the quality filters, hash and MinHash what passes."""
+def step_filter_sign(plan: Plan, boilerplate: np.ndarray, starts: np.ndarray) -> None:
+    """Remove boilerplate lines, apply the quality filters, hash and MinHash what passes; written
+    partitioned by packing group."""
     cfg = plan.cfg
     if not _files(plan, "normalised"):
         return
-    ds = _map(plan, "normalised", steps.filter_sign_batch, boilerplate=boilerplate, clean=cfg.clean.model_dump(), dedup=cfg.dedup.model_dump())
-    ds.write_parquet(str(plan.work / "docs"))
+    ds = _map(plan, "normalised", steps.filter_sign_batch, boilerplate=boilerplate, clean=cfg.clean.model_dump(), dedup=cfg.dedup.model_dump(), group_starts=starts)
+    ds.write_parquet(str(plan.work / "docs"), partition_cols=["group"])
 
 
-def step_dedup(plan: Plan) -> Clusters:
-    """Bucket counts over Ray, candidate signatures back to the driver, clusters there."""
+MAX_ROUNDS = 64
+"""Connected-components rounds before giving up (each round at least halves a cluster's depth)."""
+
+
+def _shared_keys(plan: Plan, kwargs: dict) -> np.ndarray:
+    """Bucket keys held by two documents or more (counted over Ray)."""
+    counts = _map(plan, "docs", steps.bucket_rows_batch, DEDUP_COLUMNS, **kwargs)
+    counts = counts.groupby("key", num_partitions=plan.cfg.dedup.shuffle_partitions).count()
+    shared = _collect(counts.map_batches(lambda t: t.filter(pc.greater_equal(t["count()"], 2)).select(["key"]), batch_format="pyarrow"))
+    return np.unique(shared.column("key").to_numpy()) if shared is not None else np.empty(0, np.int64)
+
+
+def _verified_pairs(plan: Plan, kwargs: dict, shared_keys: np.ndarray) -> ray.data.Dataset:
+    """Distinct candidate pairs, verified in the task that holds their bucket (buckets are shuffled
+    by a hash of their key into ``shuffle_partitions`` groups, each handled by one call)."""
+    d = plan.cfg.dedup
+    rows = _map(plan, "docs", steps.candidate_rows_batch, DEDUP_COLUMNS, **kwargs, shared_keys=shared_keys)
+    rows = rows.map_batches(with_partition, batch_format="pyarrow", fn_kwargs={"column": "key", "partitions": d.shuffle_partitions})
+    verify = {"threshold": d.threshold, "near": d.near}
+    pairs = rows.groupby("part", num_partitions=d.shuffle_partitions).map_groups(verify_buckets, batch_format="pyarrow", fn_kwargs=verify)
+    pairs = pairs.groupby(["a", "b"], num_partitions=d.shuffle_partitions).aggregate(Max("ha", alias_name="ha"), Max("hb", alias_name="hb"), Max("verified", alias_name="verified"))
+    return pairs.materialize()
+
+
+def _components(plan: Plan, edges: ray.data.Dataset) -> ray.data.Dataset:
+    """Connected components of the verified pairs: hash-to-min rounds until every cluster is a
+    star around its smallest document."""
+    for _ in range(MAX_ROUNDS):
+        parts = plan.cfg.dedup.shuffle_partitions
+        rows = edges.map_batches(both_directions, batch_format="pyarrow").map_batches(with_partition, batch_format="pyarrow", fn_kwargs={"column": "node", "partitions": parts})
+        edges = rows.groupby("part", num_partitions=parts).map_groups(star_partition, batch_format="pyarrow").materialize()
+        if not edges.sum("unsettled"):
+            return edges
+    raise RuntimeError(f"duplicate clusters did not settle in {MAX_ROUNDS} rounds")
+
+
+DEDUP_COLUMNS = ["doc", "reason", "doc_hash", "signature"]
+
+
+def step_dedup(plan: Plan, starts: np.ndarray) -> Clusters:
+    """Bucket counts, pair verification and clustering, all over Ray; the documents to drop are
+    written partitioned by packing group, where the final step of each group reads them."""
     d = plan.cfg.dedup
     if not (d.exact or d.near) or not _files(plan, "docs"):
         return Clusters()
     bands, rows = lsh_params(d)
     kwargs = {"dedup": d.model_dump(), "bands": bands, "rows": rows}
-    cols = ["doc", "reason", "doc_hash", "signature"]
-    counts = _map(plan, "docs", steps.bucket_rows_batch, cols, **kwargs)
-    counts = counts.groupby("key", num_partitions=d.shuffle_partitions).count()
-    shared = _collect(counts.map_batches(lambda t: t.filter(pc.greater_equal(t["count()"], 2)).select(["key"]), batch_format="pyarrow"))
-    if shared is None:
+    shared_keys = _shared_keys(plan, kwargs)
+    if shared_keys.size == 0:
         return Clusters()
-    shared_keys = np.unique(shared.column("key").to_numpy())
-    cands = _collect(_map(plan, "docs", steps.candidate_rows_batch, cols, **kwargs, shared_keys=shared_keys))
-    members: dict[int, list[int]] = {}
-    signatures, hashes = {}, {}
-    for doc, h, sig, keys in zip(*(cands.column(c).to_pylist() for c in ("doc", "doc_hash", "signature", "keys"))):
-        signatures[doc], hashes[doc] = np.frombuffer(sig, dtype=np.uint32), h
-        for key in keys:
-            members.setdefault(key, []).append(doc)
-    return cluster(candidate_pairs(members), signatures, hashes, d.threshold, d.near)
+    pairs = _verified_pairs(plan, kwargs, shared_keys)
+    counts = pairs.aggregate(Count(), Sum("verified"))
+    n_pairs, n_verified = counts["count()"], counts["sum(verified)"] or 0
+    if n_verified == 0:
+        return Clusters(candidate_pairs=n_pairs)
+    edges = pairs.map_batches(lambda t: t.filter(pc.equal(t["verified"], 1)), batch_format="pyarrow")
+    dropped = _components(plan, edges).map_batches(dropped_rows, batch_format="pyarrow")
+    dropped = dropped.map_batches(lambda t: t.append_column("group", pa.array(steps.group_of(t["doc"], starts))), batch_format="pyarrow")
+    dropped.write_parquet(str(plan.work / "dropped"), partition_cols=["group"])
+    listed = pq.read_table(plan.work / "dropped", schema=steps.DROPPED_SCHEMA)
+    return clusters_of(listed, n_pairs, n_verified)
 
 
-def dropped_arrays(clusters: Clusters) -> dict:
-    """The documents deduplication drops, as sorted arrays the workers can search."""
-    docs = np.array(sorted(clusters.dropped), dtype=np.int64)
-    return {
-        "docs": docs,
-        "reasons": [clusters.dropped[int(d)][0] for d in docs],
-        "kept": np.array([clusters.dropped[int(d)][1] for d in docs], dtype=np.int64),
-    }
+BLOCKS_PER_SHARD = 16384
 
 
-def step_final(plan: Plan, clusters: Clusters, starts: np.ndarray) -> None:
-    """Drop duplicates, de-identify, decontaminate, tokenize; write partitioned by packing group."""
+def step_final_pack(plan: Plan) -> pa.Table | None:
+    """Per packing group, in parallel: drop duplicates, de-identify, decontaminate, tokenize, pack
+    and write the group's shards.  Returns one summary row per group."""
     cfg = plan.cfg
-    if not _files(plan, "docs"):
-        return
+    groups = sorted(str(p) for p in (plan.work / "docs").glob("group=*"))
+    if not groups:
+        return None
     phi_types = cfg.phi.types if cfg.phi.enabled else []
-    kwargs = {"dropped": dropped_arrays(clusters), "phi_types": phi_types, "index": plan.index, "tokenizer_json": plan.tokenizer_json, "eos": plan.eos, "validation_fraction": cfg.validation_fraction}
-    ds = _map(plan, "docs", steps.final_batch, **kwargs, group_starts=starts)
-    ds.write_parquet(str(plan.work / "tokens"), partition_cols=["group"])
-
-
-class Summary:
-    """Statistics and the (small) lists of quarantined and contaminated documents, per batch."""
-
-    def __init__(self):
-        self.partials: list[pa.Table] = []
-        self.quarantined: list[dict] = []
-        self.contaminated: list[dict] = []
-
-    def add(self, batch: pa.Table) -> None:
-        self.partials.append(steps.stats_batch(batch))
-        for reason, rows in (("malformed", self.quarantined), ("contaminated", self.contaminated)):
-            hit = batch.filter(pc.equal(batch["reason"], reason))
-            if hit.num_rows:
-                rows.extend(hit.select(["doc", "category", "source", "detail"]).to_pylist())
-
-    def stats(self) -> pa.Table:
-        if not self.partials:  # nothing was read
-            return pa.table({"category": pa.array([], pa.string())})
-        partial = pa.concat_tables(self.partials)
-        keys = ["category", "source", "reason", "split"]
-        sums = [c for c in partial.column_names if c not in keys]
-        grouped = partial.group_by(keys, use_threads=False).aggregate([(c, "sum") for c in sums])
-        return grouped.rename_columns([n.removesuffix("_sum") for n in grouped.column_names])
-
-
-def step_pack(plan: Plan, n_groups: int) -> tuple[dict[str, ShardWriter], Summary]:
-    """Read the tokenized documents one packing group at a time, in corpus order: pack the kept
-    documents of each split into shards and summarise every row.  Memory is bounded by a group."""
-    cfg = plan.cfg
-    writers = {s: ShardWriter(plan.staging / "shards" / s, cfg.block_size, BLOCKS_PER_SHARD) for s in steps.SPLITS}
-    summary = Summary()
-    with tqdm(total=n_groups, desc="packing", unit="group") as bar:
-        for g in range(n_groups):
-            part = plan.work / "tokens" / f"group={g}"
-            if part.is_dir():
-                table = pq.read_table(part, schema=steps.TOKENS_SCHEMA.remove(steps.TOKENS_SCHEMA.get_field_index("group"))).sort_by("doc")
-                for batch in table.to_batches(max_chunksize=4096):
-                    _pack_batch(pa.Table.from_batches([batch]), writers, summary)
-            bar.update(1)
-    for w in writers.values():
-        w.close()
-    return writers, summary
-
-
-def _pack_batch(batch: pa.Table, writers: dict[str, ShardWriter], summary: Summary) -> None:
-    summary.add(batch)
-    ids = batch.column("input_ids").combine_chunks()
-    offsets, values = ids.offsets.to_numpy(), ids.values.to_numpy()
-    for i, split in enumerate(batch.column("split").to_pylist()):
-        if split is not None:
-            writers[split].add(values[offsets[i] : offsets[i + 1]])
+    kwargs = {
+        "shards_dir": str(plan.staging / "shards"), "dropped_dir": str(plan.work / "dropped"), "block_size": cfg.block_size, "blocks_per_shard": BLOCKS_PER_SHARD,
+        "batch_rows": cfg.read.batch_rows, "phi_types": phi_types, "index": plan.index, "tokenizer_json": plan.tokenizer_json, "eos": plan.eos, "validation_fraction": cfg.validation_fraction,
+    }
+    ds = ray.data.from_items([{"path": g} for g in groups], override_num_blocks=len(groups))
+    return _collect(ds.map_batches(steps.pack_group_batch, batch_size=1, batch_format="numpy", fn_kwargs=kwargs))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -308,6 +292,27 @@ def finalize(plan: Plan) -> None:
     plan.staging.rename(plan.out)
 
 
+def merge_groups(groups: pa.Table | None) -> tuple[dict, pa.Table, list[dict], list[dict]]:
+    """The group summaries in corpus order: shards per split (paths, SHA-256, blocks, tokens),
+    the statistics, and the quarantined and contaminated documents."""
+    packed = {s: {"shards": [], "digests": [], "blocks": 0, "tokens": 0} for s in steps.SPLITS}
+    summary = steps.Summary()
+    if groups is None:
+        return packed, summary.stats(), [], []
+    for row in groups.sort_by("group").to_pylist():
+        written = json.loads(row["shards"])
+        for split, entry in packed.items():
+            entry["shards"] += [path for path, _ in written["shards"][split]]
+            entry["digests"] += [digest for _, digest in written["shards"][split]]
+            entry["blocks"] += written["counts"][split][0]
+            entry["tokens"] += written["counts"][split][1]
+        summary.partials.append(pa.ipc.open_stream(row["stats"]).read_all())
+        lists = json.loads(row["lists"])
+        summary.quarantined += lists["quarantined"]
+        summary.contaminated += lists["contaminated"]
+    return packed, summary.stats(), summary.quarantined, summary.contaminated
+
+
 def run(cfg: CorpusConfig) -> dict:
     """Build the corpus described by ``cfg``; returns the manifest."""
 
@@ -322,14 +327,11 @@ def run(cfg: CorpusConfig) -> dict:
         with timed(plan, "boilerplate"):
             boilerplate = step_boilerplate(plan)
         with timed(plan, "filter+minhash"):
-            step_filter_sign(plan, boilerplate)
+            step_filter_sign(plan, boilerplate, starts)
         with timed(plan, "dedup"):
-            clusters = step_dedup(plan)
-        with timed(plan, "deidentify+decontaminate+tokenize"):
-            step_final(plan, clusters, starts)
-        with timed(plan, "pack"):
-            writers, summary = step_pack(plan, len(starts))
-    stats, quarantined, contaminated = summary.stats(), summary.quarantined, summary.contaminated
+            clusters = step_dedup(plan, starts)
+        with timed(plan, "deidentify+decontaminate+tokenize+pack"):
+            packed, stats, quarantined, contaminated = merge_groups(step_final_pack(plan))
     files = file_table(plan.files, cfg, plan.file_info)
 
     def ref(doc: int) -> dict:
@@ -338,7 +340,7 @@ def run(cfg: CorpusConfig) -> dict:
     write_jsonl(plan.staging / "quarantine.jsonl", [{**ref(r["doc"]), "source": r["source"], "reason": r["detail"]} for r in quarantined])
     write_jsonl(plan.staging / "decontaminated.jsonl", [{**ref(r["doc"]), "category": r["category"], **json.loads(r["detail"])} for r in contaminated])
     write_jsonl(plan.staging / "duplicates.jsonl", [{"kept": ref(k), "dropped": [ref(d) for d in ds]} for k, ds in clusters.clusters])
-    manifest = build_manifest(plan, stats, clusters, boilerplate, writers, files, len(quarantined), len(contaminated), len(starts))
+    manifest = build_manifest(plan, stats, clusters, boilerplate, packed, files, len(quarantined), len(contaminated), len(starts))
     (plan.staging / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     (plan.staging / "metrics.json").write_text(json.dumps({"seconds": plan.timings}, indent=2) + "\n", encoding="utf-8")
     save_config(cfg, plan.staging / "config.yaml")

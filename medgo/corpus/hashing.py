@@ -24,13 +24,27 @@ def codepoints(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.uint64)
 
 
+SPLITMIX64 = tuple(np.uint64(c) for c in (30, 0xBF58476D1CE4E5B9, 27, 0x94D049BB133111EB, 31))
+MURMUR3_FMIX32 = tuple(np.uint32(c) for c in (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16))
+
+
+def finalise(x: np.ndarray, constants: tuple) -> np.ndarray:
+    """Xor-shift-multiply finaliser (shift, multiplier, shift, multiplier, shift), wrapping in the
+    constants' integer width: every input bit reaches the output."""
+    s1, m1, s2, m2, s3 = constants
+    x = (x ^ (x >> s1)) * m1
+    x = (x ^ (x >> s2)) * m2
+    return x ^ (x >> s3)
+
+
 def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads every input bit over the output (uint64 in, uint64 out)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    """splitmix64 finaliser (uint64 in, uint64 out)."""
+    return finalise(x, SPLITMIX64)
+
+
+def fmix32(x: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser (uint32 in, uint32 out), datasketch's pre-mix."""
+    return finalise(x, MURMUR3_FMIX32)
 
 
 def ngram_hashes(cps: np.ndarray, n: int) -> np.ndarray:

@@ -5,13 +5,15 @@ token stream of a split, in corpus order, is cut into blocks of ``block_size`` t
 the split's last block may be shorter; nothing is padded).  Blocks are written in row groups
 of a fixed number of blocks, so the bytes of a shard depend only on the token stream.
 
-Shard layout: ``shards/<split>/part-00000.parquet``, one row per block, column ``input_ids``
-of type ``list<int32>``.
+Shard layout: ``shards/<split>/part-<group>-<n>.parquet`` (``part-00000-000.parquet``), one row
+per block, column ``input_ids`` of type ``list<int32>``.  Every packing group is packed by its own
+worker into shards of its own, so only the last block of each shard may be shorter.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +74,8 @@ def list_array(arrays: list[np.ndarray]) -> pa.ListArray:
 class ShardWriter:
     """Packs one split's token stream into blocks and writes ``part-NNNNN.parquet`` files."""
 
-    def __init__(self, out_dir: Path, block_size: int, blocks_per_shard: int):
-        self.out_dir, self.block_size, self.blocks_per_shard = Path(out_dir), block_size, blocks_per_shard
+    def __init__(self, out_dir: Path, block_size: int, blocks_per_shard: int, prefix: str = "part"):
+        self.out_dir, self.block_size, self.blocks_per_shard, self.prefix = Path(out_dir), block_size, blocks_per_shard, prefix
         self.pending: list[np.ndarray] = []
         self.pending_tokens = 0
         self.writer: pq.ParquetWriter | None = None
@@ -91,9 +93,16 @@ class ShardWriter:
 
     def close(self) -> None:
         self._emit(final=True)
+        self._close_shard()
+
+    def _close_shard(self) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+    def digests(self) -> list[str]:
+        """SHA-256 of every shard written (in shard order), for the corpus content hash."""
+        return [hashlib.sha256(p.read_bytes()).hexdigest() for p in self.shards]
 
     def _emit(self, final: bool) -> None:
         if not self.pending:
@@ -114,9 +123,8 @@ class ShardWriter:
 
     def _write(self, blocks: list[np.ndarray]) -> None:
         if self.writer is None or self.shard_blocks >= self.blocks_per_shard:
-            if self.writer is not None:
-                self.writer.close()
-            path = self.out_dir / f"part-{len(self.shards):05d}.parquet"
+            self._close_shard()
+            path = self.out_dir / f"{self.prefix}-{len(self.shards):03d}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = pq.ParquetWriter(path, SHARD_SCHEMA, compression="zstd", write_statistics=False)
             self.shards.append(path)

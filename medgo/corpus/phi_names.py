@@ -103,14 +103,15 @@ def _name_length(text: str, start: int, surname: str) -> int:
 
 def find_names(text: str, surname: re.Pattern, introducer: re.Pattern, given: str) -> list[tuple[int, int]]:
     """Spans of names both signals agree on; ``text`` may hold masked spans (non-CJK)."""
-    spans = []
+    spans, size = [], len(text)
     for m in surname.finditer(text):
-        start = m.start()
-        if spans and start < spans[-1][1]:
+        start, after = m.span()
+        if (spans and start < spans[-1][1]) or after >= size or text[after] not in given:
+            continue  # the quick part of _name_shaped: no given-name character after the surname
+        # cheapest test first: every one is a pure check, so the order does not change the result
+        if not _name_shaped(text, start, m.group(), given) or not _introduced(text, start, introducer):
             continue
-        if not _introduced(text, start, introducer) or _MEDICAL.match(text, start):
-            continue
-        if not _name_shaped(text, start, m.group(), given) or _common_word(text, start, m.group()):
+        if _MEDICAL.match(text, start) or _common_word(text, start, m.group()):
             continue
         length = _name_length(text, start, m.group())
         if not length:

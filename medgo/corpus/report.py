@@ -45,15 +45,15 @@ def _by(stats_rows: list[dict], key: str) -> dict:
     return {k: {**v, "dropped": dict(sorted(v["dropped"].items())), "phi": {t: n for t, n in v["phi"].items() if n}} for k, v in sorted(out.items())}
 
 
-def content_hash(paths: list[Path]) -> str:
+def content_hash(shards: list[str], digests: list[str]) -> str:
+    """SHA-256 over every shard's path and SHA-256 (computed by the worker that wrote it)."""
     h = hashlib.sha256()
-    for p in paths:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
+    for path, digest in zip(shards, digests):
+        h.update(f"{path} {digest}\n".encode())
     return h.hexdigest()
 
 
-def build_manifest(plan: Plan, stats, clusters: Clusters, boilerplate, writers: dict, files: list[dict], n_quarantined: int, n_contaminated: int, read_groups: int) -> dict:
+def build_manifest(plan: Plan, stats, clusters: Clusters, boilerplate, packed: dict, files: list[dict], n_quarantined: int, n_contaminated: int, read_groups: int) -> dict:
     cfg = plan.cfg
     formats = {s.name: s.format for s in cfg.sources}
     rows = [{**r, "format": formats[r["source"]]} for r in stats.to_pylist()]
@@ -65,7 +65,6 @@ def build_manifest(plan: Plan, stats, clusters: Clusters, boilerplate, writers: 
     for r in rows:
         if r["reason"] is None:
             split_docs[r["split"]] += r["docs"]
-    shards = [p for s in steps.SPLITS for p in writers[s].shards]
     bands, band_rows = lsh_params(cfg.dedup)
     return {
         "format": FORMAT,
@@ -76,14 +75,14 @@ def build_manifest(plan: Plan, stats, clusters: Clusters, boilerplate, writers: 
         "validation_fraction": cfg.validation_fraction,
         "splits": {
             s: {
-                "shards": [p.relative_to(plan.staging).as_posix() for p in writers[s].shards],
-                "blocks": writers[s].blocks,
-                "tokens": writers[s].tokens,
+                "shards": packed[s]["shards"],
+                "blocks": packed[s]["blocks"],
+                "tokens": packed[s]["tokens"],
                 "documents": split_docs.get(s, 0),
             }
             for s in steps.SPLITS
         },
-        "content_hash": content_hash(shards),
+        "content_hash": content_hash(*([x for s in steps.SPLITS for x in packed[s][k]] for k in ("shards", "digests"))),
         "documents": {"in": sum(r["docs"] for r in rows), "out": sum(split_docs.values()), "quarantined": n_quarantined},
         "read_groups": read_groups,
         "drops": {reason: drops.get(reason, 0) for reason in steps.REASONS},

@@ -1,12 +1,15 @@
-"""Near-duplicate detection on crafted pairs, and deterministic clustering."""
+"""Near-duplicate detection on crafted pairs, pair verification per bucket, and clustering by
+connected components equal to union-find."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute
 import pytest
 
 from medgo.corpus.config import DedupConfig
-from medgo.corpus.dedup import EXACT_BAND, Signer, bucket_keys, candidate_pairs, cluster, jaccard, lsh_params
+from medgo.corpus.dedup import EXACT_BAND, Signer, both_directions, bucket_keys, candidate_pairs, clusters_of, dropped_rows, jaccard, lsh_params, star_partition, verify_buckets, with_partition
 from medgo.corpus.hashing import codepoints, ngram_hashes, text_hash
 
 BASE = (
@@ -75,18 +78,65 @@ def test_buckets_put_near_duplicates_together(signer):
     assert not set(keys[0]) & set(keys[2])
 
 
-def test_cluster_keeps_first_and_labels_reasons(signer):
-    texts = {10: BASE, 20: OTHER, 30: NEAR, 40: BASE, 50: SAME_TOPIC}
-    sigs = {d: signer(t) for d, t in texts.items()}
-    hashes = {d: text_hash(t) for d, t in texts.items()}
-    pairs = candidate_pairs({1: [40, 10, 30], 2: [20, 50], 3: [20]})
-    assert pairs == {(10, 30), (10, 40), (30, 40), (20, 50)}
-    out = cluster(pairs, sigs, hashes, threshold=0.8, near=True)
-    assert out.dropped == {30: ("near_duplicate", 10), 40: ("exact_duplicate", 10)}
-    assert out.clusters == [(10, [30, 40])]
-    assert out.candidate_pairs == 4 and out.verified_pairs == 3
-    exact_only = cluster(pairs, sigs, hashes, threshold=0.8, near=False)
-    assert exact_only.dropped == {40: ("exact_duplicate", 10)}
+def bucket_rows(buckets: dict[int, dict[int, str]], signer) -> pa.Table:
+    """Rows (key, doc, doc_hash, signature) of a shuffle partition holding several buckets."""
+    rows = [(key, d, text_hash(t), signer(t).tobytes()) for key, texts in buckets.items() for d, t in texts.items()]
+    return pa.table({"key": [r[0] for r in rows], "doc": [r[1] for r in rows], "doc_hash": [r[2] for r in rows], "signature": pa.array([r[3] for r in rows], pa.binary())})
+
+
+def test_bucket_pairs_are_verified_where_the_bucket_lands(signer):
+    part = bucket_rows({7: {40: BASE, 10: BASE, 30: NEAR, 50: SAME_TOPIC}, 3: {30: NEAR, 60: OTHER}}, signer)
+    rows = verify_buckets(part, threshold=0.8, near=True)
+    verified = {(r["a"], r["b"]): r["verified"] for r in rows.to_pylist()}
+    assert verified == {(10, 30): 1, (10, 40): 1, (30, 40): 1, (10, 50): 0, (30, 50): 0, (40, 50): 0, (30, 60): 0}
+    exact_only = verify_buckets(bucket_rows({1: {40: BASE, 10: BASE, 30: NEAR}}, signer), threshold=0.8, near=False)
+    assert {(r["a"], r["b"]) for r in exact_only.to_pylist() if r["verified"]} == {(10, 40)}
+
+
+def components(pairs: list[tuple[int, int]], hashes: dict[int, int]) -> tuple[pa.Table, int]:
+    """The distributed rounds, run in one process: three shuffle partitions by node."""
+    edges = pa.table({"a": [a for a, _ in pairs], "ha": [hashes[a] for a, _ in pairs], "b": [b for _, b in pairs], "hb": [hashes[b] for _, b in pairs]})
+    for rounds in range(1, 65):
+        rows = with_partition(both_directions(edges), "node", 3)
+        parts = [rows.filter(pa.compute.equal(rows["part"], p)) for p in range(3)]  # the shuffle
+        edges = pa.concat_tables([star_partition(p) for p in parts])
+        if sum(edges["unsettled"].to_pylist()) == 0:
+            return dropped_rows(edges), rounds
+    raise AssertionError("did not settle")
+
+
+def union_find(pairs: list[tuple[int, int]]) -> dict[int, int]:
+    parent: dict[int, int] = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    return {d: find(d) for d in parent if find(d) != d}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_components_equal_union_find(seed):
+    rng = np.random.default_rng(seed)
+    pairs = sorted({tuple(sorted(rng.choice(60, 2, replace=False).tolist())) for _ in range(45)})
+    pairs += [(100 + i, 101 + i) for i in range(12)]  # a chain: the slowest case for hash-to-min
+    hashes = {d: d % 3 for p in pairs for d in p}
+    dropped, rounds = components(pairs, hashes)
+    got = {r["doc"]: r["kept"] for r in dropped.to_pylist()}
+    assert got == union_find(pairs) and dropped.num_rows == len(got)
+    assert {r["doc"]: r["reason"] for r in dropped.to_pylist()} == {d: "exact_duplicate" if hashes[d] == hashes[k] else "near_duplicate" for d, k in got.items()}
+    assert rounds <= 8
+
+
+def test_clusters_keep_the_first_document():
+    dropped = pa.table({"doc": [40, 30, 60], "kept": [10, 10, 20], "reason": ["exact_duplicate", "near_duplicate", "near_duplicate"]})
+    out = clusters_of(dropped, candidate_pairs=5, verified_pairs=3)
+    assert out.clusters == [(10, [30, 40]), (20, [60])]
+    assert out.dropped == {40: ("exact_duplicate", 10), 30: ("near_duplicate", 10), 60: ("near_duplicate", 20)}
 
 
 def test_large_buckets_compare_to_first():
