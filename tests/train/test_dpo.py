@@ -29,6 +29,8 @@ from medgo.train.trl_stage import trainer_kwargs
 from conftest import answer_logps, load_adapter
 
 LOG2 = math.log(2)
+PAIRS = 16
+"""Pairs of the in-process cached-reference tests."""
 
 
 # ----------------------------------------------------------------------------- config
@@ -226,7 +228,9 @@ def dpo_trainer(data: Path, tokenizer, out: Path, cached: bool, steps: int = 4):
 @pytest.fixture(scope="module")
 def pairs_parquet(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dpo-data") / "data"
-    build_preferences(["medgo://assets/feedback/feedback.jsonl"], ["medgo://assets/dpo/pairs.jsonl"]).write(out)
+    prefs = build_preferences(["medgo://assets/feedback/feedback.jsonl"], ["medgo://assets/dpo/pairs.jsonl"])
+    prefs.pairs = prefs.pairs[:PAIRS]
+    prefs.write(out)
     return out / "pairs.parquet"
 
 
@@ -242,7 +246,7 @@ def test_cached_reference_gives_the_uncached_loss_curve(pairs_parquet, tokenizer
     calls = counting_reference_passes(monkeypatch)
     cached = dpo_trainer(pairs_parquet, tokenizer, tmp_path / "cached", cached=True)
     precomputed = len(calls)
-    assert precomputed == math.ceil(78 / 4) and {"ref_chosen_logps", "ref_rejected_logps"} <= set(cached.train_dataset.column_names)
+    assert precomputed == math.ceil(PAIRS / 4) and {"ref_chosen_logps", "ref_rejected_logps"} <= set(cached.train_dataset.column_names)
     cached.train()
     uncached = dpo_trainer(pairs_parquet, tokenizer, tmp_path / "uncached", cached=False)
     uncached.train()
