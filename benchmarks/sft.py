@@ -101,7 +101,8 @@ def report(args, conversations: list, runs: dict) -> None:
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1), encoding="utf-8")
     for mode, rs in runs.items():
-        print(f"{mode:7s} {rate[mode]:8.0f} tokens/s (rounds: {', '.join(f'{r['tokens_per_s']:.0f}' for r in rs)}), "
+        rounds = ", ".join(f"{r['tokens_per_s']:.0f}" for r in rs)
+        print(f"{mode:7s} {rate[mode]:8.0f} tokens/s (rounds: {rounds}), "
               f"{rs[0]['steps']} steps, padding {padding[mode]:.1%} of {rs[0]['positions']} positions")  # fmt: skip
     print(f"ratio packed / padded tokens/s: {ratio:.2f} (target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'}); "
           f"packed padding {padding['packed']:.1%} (target < {PADDING_TARGET:.0%}: {'met' if padding['packed'] < PADDING_TARGET else 'MISSED'})")
