@@ -16,13 +16,23 @@ The reference policy:
   under the name ``ref`` and switches to it for the reference log-probabilities.  The ``lora``
   section is not used (the adapter keeps its rank and targets); the result is one adapter on the
   same base, served in its place.
+
+With ``train.precompute_ref_log_probs`` TRL computes the reference log-probabilities once, before
+the first step, and caches them as columns beside its data set.  The worker hands TRL its data set
+as an Arrow file under ``<run dir>/data/cache/<key>/`` (:func:`cached_dataset`; the key covers the
+data's bytes and the ``model`` and ``train`` sections), so TRL's tokenized data and the reference
+columns are written there and found again by every later epoch, a restarted worker group and a
+re-run of the same command; a change of data, model or settings gets a new folder.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,15 +216,42 @@ def drop_reference_copy(adapter_dir: Path) -> None:
     shutil.rmtree(adapter_dir / REFERENCE_ADAPTER, ignore_errors=True)
 
 
+def cache_key(path: str | Path, cfg) -> str:
+    """The data's bytes with the ``model`` and ``train`` sections: what TRL's cached columns depend on."""
+    h = hashlib.sha256(Path(path).read_bytes())
+    h.update(json.dumps({"model": cfg.model.model_dump(), "train": cfg.train.model_dump()}, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def cached_dataset(dataset, folder: Path):
+    """``dataset`` as an Arrow file in ``folder``, memory-mapped back: TRL then caches its maps and the
+    precomputed reference columns beside it.  Written once (the first rank to link it wins), never replaced."""
+    from datasets import Dataset
+
+    arrow = folder / "dataset.arrow"
+    if not arrow.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".dataset-{uuid.uuid4().hex}.arrow"
+        dataset.flatten_indices(cache_file_name=str(tmp))
+        try:
+            os.link(tmp, arrow)
+        except FileExistsError:
+            pass
+        tmp.unlink()
+    return Dataset.from_file(str(arrow))
+
+
 def train_policy(config: dict, config_cls: type, trl_config_cls: type, trainer_cls: type, load_dataset: Callable) -> dict:
     """The body of a preference stage's ``train_loop`` on every Ray Train worker.
 
-    ``load_dataset(parquet path, stage config)`` gives the trainer's data set.
+    ``load_dataset(parquet path, stage config)`` gives the trainer's data set; it reaches TRL through
+    :func:`cached_dataset` in ``data/cache/<key>`` beside the Parquet.
     """
     w, args = start_trl_worker(config, config_cls, trl_config_cls)
+    folder = Path(config["data"]).parent / "cache" / cache_key(config["data"], w.cfg)
     model = load_policy(w.model, w.tokenizer)  # after the arguments: ZeRO-3 loads partitioned
     with plain_print():  # tokenizing the data set would otherwise log bytecode
-        trainer = trainer_cls(model=model, args=args, train_dataset=load_dataset(config["data"], w.cfg), processing_class=w.tokenizer,
+        trainer = trainer_cls(model=model, args=args, train_dataset=cached_dataset(load_dataset(config["data"], w.cfg), folder), processing_class=w.tokenizer,
                               peft_config=peft_config(w.cfg, w.model), callbacks=stage_callbacks(w.cfg, w.run_dir, w.run_storage))  # fmt: skip
     outcome = train_and_save(trainer, w.run_dir / "adapter", w.run_storage)
     if trainer.is_world_process_zero() and not outcome.get("stopped"):

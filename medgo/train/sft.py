@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from medgo import console
@@ -45,14 +46,18 @@ from medgo.train.sft_data import BadRecord, apply_weight, bad_records_jsonl, rea
 from medgo.train.trl_stage import finish_run, plain_print, start_trl_worker, total_steps, train_and_save, validate_trainer_args
 
 STAGE = SFTConfig.stage
-FIXED = {"assistant_only_loss": True, "packing": False}
-"""SFTTrainer's arguments the stage fixes: only the assistant's tokens carry a label; one conversation per row."""
+FIXED = {"assistant_only_loss": True, "packing_strategy": "bfd"}
+"""SFTTrainer's arguments the stage fixes: only the assistant's tokens carry a label; with ``train.packing``,
+conversations are packed whole (best-fit decreasing, cut at ``max_length``) and keep their own positions, so
+TRL trains padding-free and no conversation attends to another."""
 
 
 @dataclass
 class DataSummary:
     path: Path
     records: int
+    rows: int
+    """Training rows: ``records``, or with ``train.packing`` the packed rows of ``max_length`` tokens."""
     counts: dict
     """Per source: ``read`` (records looked at), ``rejected``, ``truncated`` (kept, cut at ``max_length``), ``train`` (after weighting)."""
     bad: list[BadRecord] = field(default_factory=list)
@@ -90,30 +95,42 @@ def assistant_tokens(tokenizer, messages: list[dict], template: str | None) -> t
     return len(out["input_ids"]), list(out["assistant_masks"])
 
 
-def length_check(tokenizer, max_length: int, template: str | None, truncated: list) -> Callable[[list[dict]], None]:
-    """A :func:`read_source` rule: ValueError when no assistant token fits in ``max_length``; counts truncations."""
+def length_check(tokenizer, max_length: int, template: str | None, lengths: list[int]) -> Callable[[list[dict]], None]:
+    """A :func:`read_source` rule: ValueError when no assistant token fits in ``max_length``; appends each kept conversation's length."""
 
     def check(messages: list[dict]) -> None:
         length, mask = assistant_tokens(tokenizer, messages, template)
         if not any(mask[:max_length]):
             raise ValueError(f"no assistant token within train.max_length={max_length} (the conversation has {length} tokens)")
-        truncated.append(length > max_length)
+        lengths.append(length)
 
     return check
 
 
 def read_mixture(cfg: SFTConfig, tokenizer) -> tuple[list[dict], dict, list[BadRecord]]:
-    """Rows ``{"source", "messages"}`` of every source (weighted), counts per source, bad records."""
+    """Rows ``{"source", "messages", "tokens"}`` of every source (weighted), counts per source, bad records."""
     template = training_template(tokenizer)
     rows, counts, bad = [], {}, []
     for i, source in enumerate(cfg.data.sources):
-        truncated: list[bool] = []
-        good, rejected = read_source(source, length_check(tokenizer, cfg.train.max_length, template, truncated))
-        weighted = apply_weight(good, source.weight, cfg.train.seed + i)
-        counts[source.label] = {"read": len(good) + len(rejected), "rejected": len(rejected), "truncated": sum(truncated), "train": len(weighted)}
-        rows += [{"source": source.label, "messages": m} for m in weighted]
+        lengths: list[int] = []
+        good, rejected = read_source(source, length_check(tokenizer, cfg.train.max_length, template, lengths))
+        weighted = apply_weight(list(zip(good, lengths)), source.weight, cfg.train.seed + i)
+        truncated = sum(n > cfg.train.max_length for n in lengths)
+        counts[source.label] = {"read": len(good) + len(rejected), "rejected": len(rejected), "truncated": truncated, "train": len(weighted)}
+        rows += [{"source": source.label, "messages": m, "tokens": n} for m, n in weighted]
         bad += rejected
     return rows, counts, bad
+
+
+def packed_rows(lengths: list[int], max_length: int) -> int:
+    """Rows TRL's ``bfd`` packing makes of conversations of these token lengths (each cut at ``max_length``)."""
+    from datasets import Dataset
+    from datasets.table import InMemoryTable
+    from trl.data_utils import pack_dataset
+
+    offsets = np.concatenate([[0], np.cumsum(np.minimum(lengths, max_length))])
+    ids = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(np.zeros(offsets[-1], np.int8)))
+    return pack_dataset(Dataset(InMemoryTable(pa.table({"input_ids": ids}))), max_length, "bfd").num_rows
 
 
 MESSAGES_TYPE = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
@@ -124,7 +141,8 @@ def build_data(cfg: SFTConfig, tokenizer, run_dir: Path) -> DataSummary:
     rows, counts, bad = read_mixture(cfg, tokenizer)
     out = run_dir / "data"
     out.mkdir(parents=True, exist_ok=True)
-    table = pa.table({"source": pa.array([r["source"] for r in rows], pa.string()), "messages": pa.array([r["messages"] for r in rows], MESSAGES_TYPE)})
+    table = pa.table({"source": pa.array([r["source"] for r in rows], pa.string()), "messages": pa.array([r["messages"] for r in rows], MESSAGES_TYPE),
+                      "tokens": pa.array([r["tokens"] for r in rows], pa.int32())})  # fmt: skip
     pq.write_table(table, out / "train.parquet")
     (out / "counts.json").write_text(json.dumps({"records": len(rows), "sources": counts}, ensure_ascii=False, indent=1), encoding="utf-8")
     (out / "rejected.jsonl").write_text(bad_records_jsonl(bad), encoding="utf-8")
@@ -134,7 +152,9 @@ def build_data(cfg: SFTConfig, tokenizer, run_dir: Path) -> DataSummary:
         print(f"sft data: skipped {b}", flush=True)
     if len(bad) > 20:
         print(f"sft data: ... {len(bad) - 20} more in {out / 'rejected.jsonl'}", flush=True)
-    return DataSummary(out / "train.parquet", len(rows), counts, bad)
+    lengths = [r["tokens"] for r in rows]
+    packed = packed_rows(lengths, cfg.train.max_length) if cfg.train.packing and rows else len(rows)
+    return DataSummary(out / "train.parquet", len(rows), packed, counts, bad)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -157,10 +177,11 @@ def run(cfg: SFTConfig) -> SFTResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     data = build_data(cfg, tokenizer, run_dir)
-    steps = total_steps(data.records, cfg.train, cfg.ray.num_workers)
+    steps = total_steps(data.rows, cfg.train, cfg.ray.num_workers)
     check_drill(cfg.debug, steps)
     base = materialise_base(cfg.model, run_dir)
-    print(f"sft '{cfg.run_name}': {data.records} conversations, about {steps} optimizer steps on {cfg.ray.num_workers} workers", flush=True)
+    packed = f" packed into {data.rows} rows of {cfg.train.max_length} tokens" if cfg.train.packing else ""
+    print(f"sft '{cfg.run_name}': {data.records} conversations{packed}, about {steps} optimizer steps on {cfg.ray.num_workers} workers", flush=True)
     outcome = launcher.fit(train_loop, cfg, launcher.loop_config(cfg, base, data=str(data.path))).return_value or {}
     last = finish_run(cfg)
     adapter = None if outcome.get("stopped") else run_dir / "adapter"

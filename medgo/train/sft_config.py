@@ -52,7 +52,10 @@ class SFTArguments(TrainArguments):
     num_train_epochs: float = Field(2.0, gt=0)
     gradient_accumulation_steps: int = Field(4, gt=0)
     max_length: int = Field(1024, gt=8)
-    """Tokens per sequence; longer conversations are truncated at the end (TRL ``keep_start``)."""
+    """Tokens per sequence (per packed row with ``packing``); longer conversations are truncated at the end (TRL ``keep_start``)."""
+    packing: bool = False
+    """Pack whole conversations into rows of ``max_length`` tokens (TRL's ``bfd``) and train padding-free: each
+    conversation keeps its own positions and attends only to itself (FlashAttention-2 on GPU, SDPA or eager on CPU)."""
 
 
 class SFTExport(Section):

@@ -27,6 +27,7 @@ files into ``checkpoint_step_<N>`` in storage; a restarted worker group resumes 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -150,8 +151,22 @@ def start_trl_worker(config: dict, config_cls: type, trl_config_cls: type, **fix
     """The shared worker set-up, Accelerate's process group, and the trainer's arguments (before the model: ZeRO-3 loads partitioned)."""
     w = start_worker(config, config_cls)
     configure_distributed(w.use_gpu)
-    scratch = tempfile.mkdtemp(prefix=f"medgo-{w.cfg.stage}-{w.cfg.run_name}-")  # HF checkpoint-N files, uploaded to Ray, then deleted
-    return w, trl_config_cls(**trainer_kwargs(w.cfg, output_dir=scratch, dtype=w.dtype, use_gpu=w.use_gpu), **fixed)
+    scratch = scratch_dir(w)  # HF checkpoint-N files, uploaded to Ray, then deleted
+    return w, trl_config_cls(**trainer_kwargs(w.cfg, output_dir=str(scratch), dtype=w.dtype, use_gpu=w.use_gpu), **fixed)
+
+
+def scratch_dir(w: Worker) -> Path:
+    """An empty local directory for the trainer's ``output_dir``, named by run and rank.
+
+    The name is the same in every attempt of the run: TRL fingerprints its data maps with the whole
+    argument set, ``output_dir`` included, so a restarted worker finds the tokenized data and the
+    precomputed reference columns it cached (:mod:`medgo.train.preference_stage`) only under the same name.
+    """
+    run = hashlib.sha256(str(w.run_dir.resolve()).encode()).hexdigest()[:8]
+    scratch = Path(tempfile.gettempdir()) / f"medgo-{w.cfg.stage}-{w.cfg.run_name}-{run}-rank{w.rank}"
+    shutil.rmtree(scratch, ignore_errors=True)  # a failed attempt's checkpoints are in Ray's storage already
+    scratch.mkdir(parents=True)
+    return scratch
 
 
 def resume_checkpoint(run_storage: str, rank: int, world_size: int) -> str | None:

@@ -17,15 +17,20 @@ from safetensors.torch import load_file
 from medgo.cli import main
 from medgo.config import ConfigError, ModelConfig, build_config, load_config
 from medgo.model.loading import load_model
+from medgo.model.tokenizer import load_tokenizer
 from medgo.serve.store import FeedbackStore
 from medgo.train.config import QWEN2_LORA_TARGETS
 from medgo.train.dpo import run
 from medgo.train.dpo_config import DPOConfig
 from medgo.train.preference import build_preferences, load_pairs
+from medgo.train.preference_stage import cache_key, cached_dataset
+from medgo.train.trl_stage import trainer_kwargs
 
 from conftest import answer_logps, load_adapter
 
 LOG2 = math.log(2)
+PAIRS = 16
+"""Pairs of the in-process cached-reference tests."""
 
 
 # ----------------------------------------------------------------------------- config
@@ -203,3 +208,61 @@ def test_dpo_continues_an_sft_adapter_against_the_sft_policy(fresh_run, tiny_bas
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
     assert not (result.adapter_dir / "ref").exists()
     load_adapter(result.adapter_dir)
+
+
+# ----------------------------------------------------------------------------- the cached reference (in-process, no Ray)
+
+
+def dpo_trainer(data: Path, tokenizer, out: Path, cached: bool, steps: int = 4):
+    """TRL's DPOTrainer as the worker builds it (without DeepSpeed): the tiny config, the data set through the run's cache."""
+    from trl import DPOConfig as TRLDPOConfig
+    from trl import DPOTrainer
+
+    cfg = load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", [f"train.precompute_ref_log_probs={str(cached).lower()}", f"train.max_steps={steps}"])
+    torch.manual_seed(cfg.train.seed)  # as the worker does before loading
+    args = TRLDPOConfig(**trainer_kwargs(cfg, output_dir=str(out), dtype=torch.float32, use_gpu=False, deepspeed=False))
+    dataset = cached_dataset(load_pairs(data), data.parent / "cache" / cache_key(data, cfg))
+    return DPOTrainer(model=load_model(cfg.model, tokenizer), args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=cfg.lora.peft())
+
+
+@pytest.fixture(scope="module")
+def pairs_parquet(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dpo-data") / "data"
+    prefs = build_preferences(["medgo://assets/feedback/feedback.jsonl"], ["medgo://assets/dpo/pairs.jsonl"])
+    prefs.pairs = prefs.pairs[:PAIRS]
+    prefs.write(out)
+    return out / "pairs.parquet"
+
+
+def counting_reference_passes(monkeypatch) -> list:
+    from trl import DPOTrainer
+
+    calls, original = [], DPOTrainer.compute_ref_log_probs
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    return calls
+
+
+def test_cached_reference_gives_the_uncached_loss_curve(pairs_parquet, tokenizer, tmp_path, monkeypatch):
+    calls = counting_reference_passes(monkeypatch)
+    cached = dpo_trainer(pairs_parquet, tokenizer, tmp_path / "cached", cached=True)
+    precomputed = len(calls)
+    assert precomputed == math.ceil(PAIRS / 4) and {"ref_chosen_logps", "ref_rejected_logps"} <= set(cached.train_dataset.column_names)
+    cached.train()
+    uncached = dpo_trainer(pairs_parquet, tokenizer, tmp_path / "uncached", cached=False)
+    uncached.train()
+    curve = [[r["loss"] for r in t.state.log_history if "loss" in r] for t in (cached, uncached)]
+    assert len(curve[0]) == 4 and abs(curve[0][0] - LOG2) < 1e-4 and curve[0][-1] < curve[0][0]
+    assert max(abs(a - b) for a, b in zip(*curve)) < 1e-4, curve
+
+
+def test_a_resumed_run_reuses_the_cached_reference(pairs_parquet, tokenizer, tmp_path, monkeypatch):
+    calls = counting_reference_passes(monkeypatch)
+    first = dpo_trainer(pairs_parquet, load_tokenizer(), tmp_path / "scratch", cached=True)
+    computed = len(calls)
+    again = dpo_trainer(pairs_parquet, load_tokenizer(), tmp_path / "scratch", cached=True)  # a restarted worker: same scratch name
+    assert len(calls) == computed, "the reference columns were computed again"
+    assert torch.equal(torch.tensor(again.train_dataset["ref_chosen_logps"]), torch.tensor(first.train_dataset["ref_chosen_logps"]))
+    folder = again.train_dataset.cache_files[0]["filename"]
+    assert Path(folder).parent.parent == pairs_parquet.parent / "cache", "stored with the run's data"
+    cfg = load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", ["train.precompute_ref_log_probs=true"])
+    assert cache_key(pairs_parquet, cfg) != cache_key(pairs_parquet, load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", ["train.max_length=128"]))

@@ -11,7 +11,7 @@ import torch
 from medgo.config import load_config
 from medgo.data.cblue import read_examples
 from medgo.data.prompts import build_prompt, target_text
-from medgo.train.sft import build_data
+from medgo.train.sft import FIXED, build_data, packed_rows
 from medgo.train.sft_config import SFTConfig, default_sources
 from medgo.train.sft_data import SFTSource, apply_weight, read_source
 
@@ -108,3 +108,42 @@ def test_assistant_only_loss_masks_every_prompt_token(collated, tokenizer):
         expected[before : before + len(reply)] = ids[before : before + len(reply)]
     assert torch.equal(labels, expected)
     assert (labels != -100).sum() < len(ids) // 2 and (labels[:10] == -100).all()
+
+
+# ----------------------------------------------------------------------------- packing
+
+
+def test_packed_rows_match_trl_best_fit_decreasing():
+    # cut at 256: [256, 256, 200 + 50, 100 + 30]
+    assert packed_rows([100, 200, 50, 300, 30, 256], 256) == 4
+    assert packed_rows([10] * 30, 100) == 3
+
+
+def test_a_packed_batch_scores_every_conversation_as_if_alone(tokenizer, tmp_path):
+    """Packing with per-conversation positions isolates conversations (SDPA on the CPU): the packed loss is the
+    token-weighted mean of each conversation's own loss; the same row without positions (cross-attention) is not."""
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from medgo.config import ModelConfig
+    from medgo.model.loading import load_model
+
+    model = load_model(ModelConfig(base_model="tiny"), tokenizer).eval()
+    assert model.config._attn_implementation == "sdpa"
+    conversations, _ = read_source(SFTSource(path="medgo://assets/sft/qa.jsonl", format="qa", max_samples=12))
+    args = TRLSFTConfig(output_dir=str(tmp_path), max_length=512, per_device_train_batch_size=2, packing=True, bf16=False, report_to="none", use_cpu=True, **FIXED)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list([{"messages": m} for m in conversations]), processing_class=tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # padding-free: one flat row
+    positions = batch["position_ids"][0]
+    bounds = [*(positions == 0).nonzero().flatten().tolist(), positions.numel()]
+    assert len(bounds) - 1 >= 4, "several conversations in the packed batch"
+    with torch.no_grad():
+        packed = model(**batch).loss.item()
+        parts = [(batch["input_ids"][:, a:b], batch["labels"][:, a:b]) for a, b in zip(bounds, bounds[1:])]
+        scored = [(model(input_ids=ids, labels=labels).loss.item(), int((labels[:, 1:] != -100).sum())) for ids, labels in parts]
+        leaking = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss.item()
+    alone = sum(loss * n for loss, n in scored) / sum(n for _, n in scored)
+    assert abs(packed - alone) < 1e-5, (packed, alone)
+    assert abs(leaking - alone) > 1e-4, "the check must be able to see conversations attending to each other"

@@ -1,0 +1,113 @@
+"""What packing buys SFT: training tokens/s with TRL's packed, padding-free batches against padded batches.
+
+    python benchmarks/sft.py [--conversations 160] [--rounds 2] [--max-length 256] [--batch 4]
+
+Plain ``trl.SFTTrainer`` in this process (no Ray, no DeepSpeed, one CPU thread) on the tiny model with
+LoRA, the tiny SFT config's arguments and the same conversations (the tiny config's mixture, the first
+``--conversations``), one epoch each, interleaved ``--rounds`` times:
+
+- padded: ``packing: false``, one conversation per row, each batch padded to its longest;
+- packed: ``packing: true`` (TRL ``bfd``), conversations packed whole into rows of ``max_length``,
+  flattened padding-free with per-conversation positions.
+
+Training tokens are the conversations' own tokens (not padding); tokens/s is that count over the
+epoch's wall time.  The padding share is padded positions over all positions the model computed.
+Prints the ratio (packed / padded tokens/s, median of the rounds) against its target of 1.5 and
+writes ``benchmarks/results/sft.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from medgo.config import load_config
+from medgo.model.loading import load_model
+from medgo.model.tokenizer import load_tokenizer
+from medgo.train.sft import FIXED, read_mixture
+from medgo.train.sft_config import SFTConfig
+from medgo.train.trl_stage import trainer_kwargs
+
+RESULTS = Path(__file__).with_name("results") / "sft.json"
+TARGET, PADDING_TARGET = 1.5, 0.05
+
+
+def trainer(cfg: SFTConfig, tokenizer, conversations: list, out: str):
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    torch.manual_seed(cfg.train.seed)
+    args = TRLSFTConfig(**trainer_kwargs(cfg, output_dir=out, dtype=torch.float32, use_gpu=False, deepspeed=False), **FIXED)
+    data = Dataset.from_list([{"messages": m} for m in conversations])
+    return SFTTrainer(model=load_model(cfg.model, tokenizer), args=args, train_dataset=data, processing_class=tokenizer, peft_config=cfg.lora.peft())
+
+
+def batch_tokens(trainer) -> tuple[int, int]:
+    """``(conversation tokens, positions computed)`` over one epoch of the trainer's batches."""
+    real = total = 0
+    for batch in trainer.get_train_dataloader():
+        total += batch["input_ids"].numel()
+        real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+    return real, total
+
+
+def one_epoch(cfg: SFTConfig, tokenizer, conversations: list) -> dict:
+    with tempfile.TemporaryDirectory(prefix="medgo-bench-sft-") as out:
+        t = trainer(cfg, tokenizer, conversations, out)
+        real, total = batch_tokens(t)
+        start = time.perf_counter()
+        t.train()
+        seconds = time.perf_counter() - start
+    return {"tokens_per_s": real / seconds, "seconds": seconds, "tokens": real, "positions": total,
+            "padding_share": 1 - real / total, "steps": t.state.global_step}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=160)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=4)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    common = ["train.num_train_epochs=1", "train.logging_steps=1000000", "train.save_steps=1000000",
+              f"train.max_length={args.max_length}", f"train.per_device_train_batch_size={args.batch}", "train.gradient_accumulation_steps=1"]  # fmt: skip
+    cfgs = {mode: load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", [*common, f"train.packing={mode == 'packed'}".lower()]) for mode in ("padded", "packed")}
+    tokenizer = load_tokenizer()
+    rows, _, _ = read_mixture(cfgs["padded"], tokenizer)
+    conversations = [r["messages"] for r in rows[:: max(1, len(rows) // args.conversations)]][: args.conversations]
+    runs = {mode: [] for mode in cfgs}
+    for _ in range(args.rounds):
+        for mode, cfg in cfgs.items():
+            runs[mode].append(one_epoch(cfg, tokenizer, conversations))
+    report(args, conversations, runs)
+
+
+def report(args, conversations: list, runs: dict) -> None:
+    rate = {mode: statistics.median(r["tokens_per_s"] for r in rs) for mode, rs in runs.items()}
+    padding = {mode: rs[0]["padding_share"] for mode, rs in runs.items()}
+    ratio = rate["packed"] / rate["padded"]
+    out = {"ratio": ratio, "target": TARGET, "met": ratio >= TARGET, "padding_share": padding, "padding_target_packed": PADDING_TARGET,
+           "tokens_per_s_median": rate, "runs": runs, "measured": "plain trl.SFTTrainer in one process (no Ray, no DeepSpeed), tiny model + LoRA, 1 CPU thread",
+           "setup": {**vars(args), "conversations_used": len(conversations), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()}}  # fmt: skip
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps(out, indent=1), encoding="utf-8")
+    for mode, rs in runs.items():
+        rounds = ", ".join(f"{r['tokens_per_s']:.0f}" for r in rs)
+        print(f"{mode:7s} {rate[mode]:8.0f} tokens/s (rounds: {rounds}), "
+              f"{rs[0]['steps']} steps, padding {padding[mode]:.1%} of {rs[0]['positions']} positions")  # fmt: skip
+    print(f"ratio packed / padded tokens/s: {ratio:.2f} (target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'}); "
+          f"packed padding {padding['packed']:.1%} (target < {PADDING_TARGET:.0%}: {'met' if padding['packed'] < PADDING_TARGET else 'MISSED'})")
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
