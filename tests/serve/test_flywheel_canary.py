@@ -91,11 +91,16 @@ def test_promote_and_rollback_in_place_while_200_requests_run(flywheel_app, live
     probes: dict[str, list[str]] = {}
 
     def probe(name: str) -> None:
-        """Versions of a few fresh conversations, asked by the operator right after a switch (however long it took)."""
+        """Versions of a few fresh conversations, asked by the operator right after a switch (a 503 from backpressure is retried)."""
+        def ask(c: httpx.Client, k: int) -> str:
+            body = {"model": MODEL, "messages": chat(f"{name}{k}：发热"), "max_tokens": 2, "user": f"{name}-{k}"}
+            deadline = time.monotonic() + 120
+            while (r := c.post(f"{flywheel_app.url}/v1/chat/completions", json=body)).status_code == 503 and time.monotonic() < deadline:
+                time.sleep(float(r.headers.get("retry-after", 1)))
+            return r.headers.get(VERSION_HEADER) if r.status_code == 200 else str(r.status_code)
+
         with httpx.Client(timeout=120, headers=flywheel_app.headers) as c:
-            rs = [c.post(f"{flywheel_app.url}/v1/chat/completions", json={"model": MODEL, "messages": chat(f"{name}{k}：发热"), "max_tokens": 2, "user": f"{name}-{k}"})
-                  for k in range(4)]  # fmt: skip
-        probes[name] = [r.headers.get(VERSION_HEADER) if r.status_code == 200 else str(r.status_code) for r in rs]
+            probes[name] = [ask(c, k) for k in range(4)]
 
     def operator():
         time.sleep(1.5)
