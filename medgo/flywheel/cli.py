@@ -122,6 +122,8 @@ def status_rows(registry: Registry, tgt: Target) -> dict:
 
 def status_lines(report: dict) -> list[str]:
     """``medgo flywheel status``'s table, one string per line."""
+    if not report["versions"]:
+        return [f"{report['model']}: no live version in the registry (medgo flywheel init registers the model served now)"]
     lines = [f"{report['model']}:", f"  {'role':<11}{'version':<24}{'share':>6}{'answers':>9}{'judged':>8}{'accepted':>10}   95% interval"]
     for r in report["versions"]:
         rate = f"{r['rate']:.1%}" if r["rate"] is not None else "-"

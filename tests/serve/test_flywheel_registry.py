@@ -155,3 +155,11 @@ def test_a_changed_verdict_counts_once_and_version_stats_name_the_registry_statu
     assert (row["status"], row["parent"], row["judgements"], row["acceptable"], row["answers"]) == ("canary", prod["version"], 3, 1, 3)
     registry.store.add_completion(**completion("chatcmpl-plain", adapter=None, adapter_version=None))
     assert [r["status"] for r in version_stats(registry.store) if r["adapter"] is None] == [None]
+
+
+def test_status_of_an_empty_registry_says_how_to_start(registry):
+    from medgo.flywheel.cli import Target, status_lines, status_rows
+    from medgo.flywheel.control import ControlConfig
+
+    assert status_lines(status_rows(registry, Target("unused", MODEL, ControlConfig()))) == [
+        f"{MODEL}: no live version in the registry (medgo flywheel init registers the model served now)"]
