@@ -147,17 +147,11 @@ def say_phase(phase: int, live: dict, stats: dict) -> dict:
     if canary in stats and prod in stats:
         rose = stats[canary]["rate"] > stats[prod]["rate"]
         line += f"; canary acceptance {'rose above' if rose else 'did not rise above'} production's"
-    say(f"phase {phase}: {line}")
+    console.summary(f"phase {phase}: {line}")
     return {"phase": phase, "production": prod, "canary": canary, "acceptance": stats, "canary_rose": rose}
 
 
 # ----------------------------------------------------------------------------- the demo
-
-
-def say(line: str) -> None:
-    """A line on the terminal (the demo's console's, or stdout)."""
-    con = console.active()
-    con.say(line) if con is not None else print(line, flush=True)
 
 
 def stage(name: str):
@@ -192,17 +186,17 @@ def demo(args) -> dict:
         canary = registry.live(cfg.model)["canary"]
         if canary is not None:
             for line in status_lines(status_rows(registry, Target(url, cfg.model, cfg.control))):
-                say(line)
+                console.summary(line)
             control.promote(registry, canary["version"], actor=ACTOR, reason="demo: promoted after a phase of traffic")
             control.publish(registry, cfg.model, app=cfg.control.app)
-            say(f"promoted {canary['version']}")
+            console.summary(f"promoted {canary['version']}")
         if phase < args.rounds:
             with stage(f"flywheel round {phase + 1}"):
                 report = run_round(cfg)
             rounds.append({k: report.get(k) for k in ("candidate", "status", "method", "used_by_method", "judgements", "gate", "reasons", "seconds", "published")})
     summary = {"rule": f"acceptable when >= {THRESHOLD:.0%} of the non-space characters are Chinese characters", "phases": phases, "rounds": rounds}
     (out / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
-    say(f"demo: {len(rounds)} rounds; summary {out / 'demo.json'}")
+    console.summary(f"demo: {len(rounds)} rounds; summary {out / 'demo.json'}")
     return summary
 
 
