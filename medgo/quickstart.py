@@ -42,8 +42,8 @@ def steps(runs: str) -> dict[str, list[str]]:
         "eval": ["eval", "run", "--config", f"{CONFIGS}/eval/quickstart.yaml", "--output", runs,
                  "--set", f"models.0.model.base_model={model}",
                  "--set", f"models.1.model.base_model={model}", "--set", f"models.1.model.adapter={sft}/adapter",
-                 "--set", f"models.2.model.base_model={dpo}/base", "--set", f"models.2.model.adapter={dpo}/adapter"],
-        "generate": ["generate", "--config", f"{CONFIGS}/generate/tiny.yaml", "--set", f"model.base_model={dpo}/base", "--set", f"model.adapter={dpo}/adapter"],
+                 "--set", f"models.2.model.base_model={model}", "--set", f"models.2.model.adapter={dpo}/adapter"],
+        "generate": ["generate", "--config", f"{CONFIGS}/generate/tiny.yaml", "--set", f"model.base_model={model}", "--set", f"model.adapter={dpo}/adapter"],
     }  # fmt: skip
 
 
@@ -52,9 +52,9 @@ def learning_table(runs: str) -> table.LearningTable:
     eval_dir = Path(runs) / "eval" / "quickstart"
     models = table.eval_models(eval_dir)
     out = table.LearningTable(list(models))
-    out.rows.append(table.pretrain_row(Path(runs) / "corpus" / "tiny", Path(runs) / "pretrain" / "quickstart"))
+    out.rows += table.pretrain_rows(Path(runs) / "corpus" / "tiny", Path(runs) / "pretrain" / "quickstart")
     out.rows += table.cblue_rows(eval_dir, base="pretrained", tuned="sft")
-    out.rows.append(table.preference_row(models, HELD_OUT_PAIRS, sft="sft", dpo="sft+dpo"))
+    out.rows.append(table.preference_row({m: models[m] for m in ("sft", "sft+dpo")}, HELD_OUT_PAIRS, sft="sft", dpo="sft+dpo"))
     out.rows.append(table.clinicalqa_row(eval_dir))
     return out
 

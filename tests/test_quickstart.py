@@ -3,9 +3,9 @@
 * No item the quickstart evaluates (the dev splits of its CBLUE sets, the held-out doctors'
   pairs, ClinicalQA) appears in a file its SFT or DPO stage reads, nor in a corpus document
   that the corpus build keeps (the build drops every document its decontamination index matches).
-* A smaller version of the chain: the quickstart's SFT stage (its config, one CBLUE task, a few
-  steps, the 2-layer tiny model) and then its evaluation (its config, the base and the tuned
-  model, the dev split): the parse rate of replies to held-out prompts rises.
+
+The chain itself (pre-training -> SFT -> evaluation on held-out prompts) is tested in
+``tests/train/test_quickstart_chain.py``.
 """
 
 from __future__ import annotations
@@ -13,17 +13,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from medgo.assets import iter_sample_corpus
-from medgo.config import ModelConfig, load_config
+from medgo.config import load_config
 from medgo.corpus.config import CorpusConfig
 from medgo.corpus.decontam import build_index
 from medgo.data.paths import expand, resolve_path
 from medgo.eval.clinicalqa import default_files, load_questions
 from medgo.eval.config import EvalConfig
 from medgo.quickstart import HELD_OUT_PAIRS, steps
-from medgo.quickstart_table import task_figures
 from medgo.train.dpo_config import DPOConfig
 from medgo.train.sft_config import SFTConfig
 
@@ -79,32 +76,3 @@ def test_the_quickstart_trains_on_train_splits_and_evaluates_dev_splits():
         assert len(json.loads((resolve_path(cfg.cblue.data_dir) / task / f"{task}_dev.json").read_text(encoding="utf-8"))) >= 50
     assert len(resolve_path(HELD_OUT_PAIRS).read_text(encoding="utf-8").splitlines()) >= 50
     assert list(steps("r")) == ["corpus", "pretrain", "sft", "dpo", "eval", "generate"]
-
-
-@pytest.fixture(scope="module")
-def sft_then_eval(ray_session, tmp_path_factory):
-    """The quickstart's SFT on CHIP-STS from the random tiny model, then its evaluation of base and tuned."""
-    from medgo.eval.run import run as evaluate
-    from medgo.model.loading import load_model_and_tokenizer
-    from medgo.train.base_model import write_model_dir
-    from medgo.train.sft import run as sft
-
-    out = tmp_path_factory.mktemp("runs")
-    base = write_model_dir(*load_model_and_tokenizer(ModelConfig(base_model="tiny")), out / "base")
-    cfg = load_config(SFTConfig, CONFIGS / "sft" / "quickstart.yaml", [f"model.base_model={base}", f"output_dir={out}", "train.max_steps=30", "train.learning_rate=1e-2"])
-    result = sft(cfg.model_copy(update={"data": cfg.data.model_copy(update={"sources": cfg.data.sources[:1]})}))
-    ev = load_config(EvalConfig, CONFIGS / "eval" / "quickstart.yaml", [f"output_dir={out}", "cblue.tasks=[CHIP-STS]", "cblue.max_samples=50", "clinicalqa.enabled=false",
-                                                                      f"models.0.model.base_model={base}", f"models.1.model.base_model={base}", f"models.1.model.adapter={result.adapter_dir}"])  # fmt: skip
-    evaluate(ev.model_copy(update={"models": ev.models[:2]}))
-    return out, result
-
-
-def test_sft_raises_the_parse_rate_on_held_out_prompts(sft_then_eval):
-    out, result = sft_then_eval
-    saved = (result.run_dir / "config.yaml").read_text(encoding="utf-8")
-    assert "CHIP-STS_train.json" in saved and "_dev" not in saved  # the split is recorded in the run's config
-    eval_dir = out / "eval" / "quickstart"
-    assert "split: dev" in (eval_dir / "config.yaml").read_text(encoding="utf-8")
-    gold = resolve_path("medgo://assets/quickstart/cblue/CHIP-STS/CHIP-STS_dev.json")
-    parse, _, _ = task_figures(eval_dir, "CHIP-STS", gold, ["pretrained", "sft"])
-    assert parse["sft"] > parse["pretrained"] and parse["sft"] >= 0.5, parse
