@@ -42,6 +42,8 @@ class Row:
     """Per model (or one entry ``value`` for a stage-wide figure)."""
     target: str
     met: bool | None = None
+    percent: bool = True
+    """Shares print as percentages; other figures (losses, counts) as they are."""
 
 
 @dataclass
@@ -54,7 +56,7 @@ class LearningTable:
         head = ["stage", "held-out measure", *self.models, "target", "met"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
-            cells = [_fmt(r.values.get(m, r.values.get("value") if m == self.models[0] else None)) for m in self.models]
+            cells = [_fmt(r.values.get(m, r.values.get("value") if m == self.models[0] else None), r.percent) for m in self.models]
             lines.append("| " + " | ".join([r.stage, r.measure, *cells, r.target, {True: "yes", False: "NO", None: ""}[r.met]]) + " |")
         if times:
             lines.append("\nstage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {sum(times.values()):.0f} s")
@@ -64,8 +66,10 @@ class LearningTable:
         return all(r.met is not False for r in self.rows)
 
 
-def _fmt(v) -> str:
-    return "" if v is None else f"{v:.2f}" if isinstance(v, float) and v > 1 else f"{100 * v:.1f}%" if isinstance(v, float) else str(v)
+def _fmt(v, percent: bool) -> str:
+    if v is None:
+        return ""
+    return f"{100 * v:.1f}%" if percent else f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
 # ----------------------------------------------------------------------------- pre-training
@@ -110,8 +114,8 @@ def pretrain_rows(corpus_dir, pretrain_dir) -> list[Row]:
     vocab = len(load_tokenizer(Path(pretrain_dir) / "model"))
     entropy, cross = unigram_figures(corpus_dir, vocab)
     return [
-        Row("pretrain", f"held-out loss, nats/token (corpus unigram entropy {entropy:.3f})", {"value": loss}, f"< {entropy:.3f}", loss is not None and loss < entropy),
-        Row("pretrain", "held-out loss of the corpus's unigram model, nats/token", {"value": cross}, f"loss < {cross:.3f}", loss is not None and loss < cross),
+        Row("pretrain", f"held-out loss, nats/token (corpus unigram entropy {entropy:.3f})", {"value": loss}, f"< {entropy:.3f}", loss is not None and loss < entropy, percent=False),
+        Row("pretrain", "held-out loss of the corpus's unigram model, nats/token", {"value": cross}, f"loss < {cross:.3f}", loss is not None and loss < cross, percent=False),
     ]
 
 
@@ -143,7 +147,7 @@ def cblue_rows(eval_dir: Path, base: str, tuned: str) -> list[Row]:
         rows.append(Row("sft", f"{task} parse rate ({n} items)", parse, f"{tuned} ≥ {PARSE_TARGET:.0%}, > {base}", parse[tuned] >= PARSE_TARGET and parse[tuned] > parse[base]))
         rows.append(Row("sft", f"{task} accuracy", acc, f"{tuned} > majority class {majority:.1%}", acc[tuned] > majority))
         beaten += acc[tuned] > majority
-    rows.append(Row("sft", f"tasks where {tuned} accuracy beats the majority class", {"value": beaten}, "≥ 2", beaten >= 2))
+    rows.append(Row("sft", f"tasks where {tuned} accuracy beats the majority class", {"value": beaten}, "≥ 2", beaten >= 2, percent=False))
     return rows
 
 

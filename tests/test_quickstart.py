@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from medgo.assets import iter_sample_corpus
 from medgo.config import load_config
 from medgo.corpus.config import CorpusConfig
@@ -76,3 +78,23 @@ def test_the_quickstart_trains_on_train_splits_and_evaluates_dev_splits():
         assert len(json.loads((resolve_path(cfg.cblue.data_dir) / task / f"{task}_dev.json").read_text(encoding="utf-8"))) >= 50
     assert len(resolve_path(HELD_OUT_PAIRS).read_text(encoding="utf-8").splitlines()) >= 50
     assert list(steps("r")) == ["corpus", "pretrain", "sft", "dpo", "eval", "generate"]
+
+
+def test_unigram_figures_on_a_hand_computed_corpus(tmp_path):
+    import math
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from medgo.quickstart_table import unigram_figures
+
+    splits = {"train": [[0, 0, 1, 2]], "validation": [[0, 3]]}
+    for split, blocks in splits.items():
+        (tmp_path / split).mkdir()
+        pq.write_table(pa.table({"input_ids": pa.array(blocks, type=pa.list_(pa.int32()))}), tmp_path / split / "part.parquet")
+    manifest = {"block_size": 4, "tokenizer_fingerprint": "x", "splits": {s: {"shards": [f"{s}/part.parquet"]} for s in splits}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    entropy, cross = unigram_figures(tmp_path, vocab_size=4)
+    assert entropy == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
+    # add-one over 4 types: p(0) = 3/8, p(3) = 1/8
+    assert cross == pytest.approx(-(0.5 * math.log(3 / 8) + 0.5 * math.log(1 / 8)))
