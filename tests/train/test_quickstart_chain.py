@@ -50,6 +50,6 @@ def test_sft_raises_the_parse_rate_on_held_out_prompts(chain):
 def test_each_run_records_its_split(chain):
     eval_dir, tuned = chain
     trained_on = (tuned.run_dir / "config.yaml").read_text(encoding="utf-8")
-    assert f"{TASK}_train.json" in trained_on and "_dev" not in trained_on
+    assert f"{TASK}_train.json" in trained_on and "_dev.json" not in trained_on
     evaluated = (eval_dir / "config.yaml").read_text(encoding="utf-8")
     assert "split: dev" in evaluated and "medgo://assets/quickstart/cblue" in evaluated
