@@ -2,10 +2,15 @@
 
     python -m medgo.quickstart [--runs DIR] [--verbose]
 
-Each step is an ordinary ``medgo`` command with the tiny configs shipped in ``jobs/configs``;
-the run directory of each stage feeds the next.  The terminal shows one progress bar per stage
-and its summary line; everything else goes to the log file named first
-(``<runs>/logs/quickstart-<time>.log``).  ``--verbose`` shows everything instead.
+Each step is an ordinary ``medgo`` command with the quickstart configs shipped in
+``jobs/configs/*/quickstart.yaml`` (the corpus: ``corpus/tiny.yaml``); the run directory of each
+stage feeds the next.  The model is the embedded Qwen2 at the quickstart's size; SFT and DPO
+train on the training splits in ``medgo/assets/quickstart``, and the evaluation scores the
+pre-trained, SFT and SFT+DPO models on the dev splits only.  The run ends with one table that
+says, on held-out items, whether each stage did its job (:mod:`medgo.quickstart_table`), and the
+time of each stage.  The terminal shows one progress bar per stage and its summary line;
+everything else goes to the log file named first (``<runs>/logs/quickstart-<time>.log``).
+``--verbose`` shows everything instead.
 """
 
 from __future__ import annotations
@@ -17,22 +22,41 @@ import time
 from pathlib import Path
 
 from medgo import console
+from medgo import quickstart_table as table
 from medgo.cli import main as medgo
 
+CONFIGS = "jobs/configs"
+HELD_OUT_PAIRS = "medgo://assets/quickstart/dpo/pairs_dev.jsonl"
+"""The doctors' pairs DPO does not train on (``dpo/quickstart.yaml`` trains on ``pairs_train.jsonl``)."""
 
-def steps(runs: str) -> list[list[str]]:
-    corpus, model = f"{runs}/corpus/tiny", f"{runs}/pretrain/tiny/model"
-    sft, dpo = f"{runs}/sft/tiny/adapter", f"{runs}/dpo/tiny/adapter"
-    return [
-        ["corpus", "build", "--config", "jobs/configs/corpus/tiny.yaml", "--output", runs],
-        ["pretrain", "--config", "jobs/configs/pretrain/tiny.yaml", "--output", runs, "--corpus", corpus],
-        ["sft", "--config", "jobs/configs/sft/tiny.yaml", "--output", runs, "--base", model],
-        ["dpo", "--config", "jobs/configs/dpo/tiny.yaml", "--output", runs, "--base", model, "--adapter", sft],
-        ["eval", "run", "--config", "jobs/configs/eval/compare.yaml", "--output", runs, "--set", "run_name=quickstart",
-         "--set", "models.0.name=pretrained", "--set", f"models.0.model.base_model={model}",
-         "--set", "models.1.name=sft+dpo", "--set", f"models.1.model.base_model={model}", "--set", f"models.1.model.adapter={dpo}"],
-        ["generate", "--config", "jobs/configs/generate/tiny.yaml", "--set", f"model.base_model={model}", "--set", f"model.adapter={dpo}"],
-    ]
+
+def steps(runs: str) -> dict[str, list[str]]:
+    """Stage name -> ``medgo`` arguments."""
+    corpus, model = f"{runs}/corpus/tiny", f"{runs}/pretrain/quickstart/model"
+    sft, dpo = f"{runs}/sft/quickstart", f"{runs}/dpo/quickstart"
+    return {
+        "corpus": ["corpus", "build", "--config", f"{CONFIGS}/corpus/tiny.yaml", "--output", runs],
+        "pretrain": ["pretrain", "--config", f"{CONFIGS}/pretrain/quickstart.yaml", "--output", runs, "--corpus", corpus],
+        "sft": ["sft", "--config", f"{CONFIGS}/sft/quickstart.yaml", "--output", runs, "--base", model],
+        "dpo": ["dpo", "--config", f"{CONFIGS}/dpo/quickstart.yaml", "--output", runs, "--base", model, "--adapter", f"{sft}/adapter"],
+        "eval": ["eval", "run", "--config", f"{CONFIGS}/eval/quickstart.yaml", "--output", runs,
+                 "--set", f"models.0.model.base_model={model}",
+                 "--set", f"models.1.model.base_model={model}", "--set", f"models.1.model.adapter={sft}/adapter",
+                 "--set", f"models.2.model.base_model={model}", "--set", f"models.2.model.adapter={dpo}/adapter"],
+        "generate": ["generate", "--config", f"{CONFIGS}/generate/tiny.yaml", "--set", f"model.base_model={model}", "--set", f"model.adapter={dpo}/adapter"],
+    }  # fmt: skip
+
+
+def learning_table(runs: str) -> table.LearningTable:
+    """The closing table: pre-training, SFT and ClinicalQA from the runs, preference accuracy computed here."""
+    eval_dir = Path(runs) / "eval" / "quickstart"
+    models = table.eval_models(eval_dir)
+    out = table.LearningTable(list(models))
+    out.rows += table.pretrain_rows(Path(runs) / "corpus" / "tiny", Path(runs) / "pretrain" / "quickstart")
+    out.rows += table.cblue_rows(eval_dir, base="pretrained", tuned="sft")
+    out.rows.append(table.preference_row({m: models[m] for m in ("sft", "sft+dpo")}, HELD_OUT_PAIRS, sft="sft", dpo="sft+dpo"))
+    out.rows.append(table.clinicalqa_row(eval_dir))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,15 +67,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbose:
         os.environ[console.VERBOSE_ENV] = "1"
     log = None if console.verbose() else console.log_path_for(Path(args.runs), "quickstart")
-    start = time.perf_counter()
+    times: dict[str, float] = {}
     with console.Console(log) as con:
-        for argv_ in steps(args.runs):
+        for name, argv_ in steps(args.runs).items():
             print(f"\n==> medgo {' '.join(argv_)}", flush=True)  # the log, or the terminal with --verbose
+            start = time.perf_counter()
             rc = medgo(argv_)
+            times[name] = time.perf_counter() - start
             if rc:
                 con.say(f"quickstart: 'medgo {' '.join(argv_[:2])}' failed with exit code {rc}" + (f"; see {log}" if log else ""))
                 return rc
-        con.say(f"quickstart: done in {time.perf_counter() - start:.0f} s; run directories under {args.runs}/")
+        start = time.perf_counter()
+        result = learning_table(args.runs)
+        times["table"] = time.perf_counter() - start
+        con.say("\nquickstart: what each stage did, on held-out items\n\n" + result.text(times))
+        con.say(f"\nquickstart: {'every target met' if result.met() else 'a target was missed (NO above)'}; run directories under {args.runs}/")
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from medgo.data import cblue
 from medgo.data.cblue import SR_LEVELS
 from medgo.data.files import as_str, records
+from medgo.data.paths import resolve_path
 from medgo.data.prompts import build_prompt
 from medgo.eval import retrieval
 from medgo.eval.config import EvalConfig, RetrievalConfig
@@ -162,7 +163,7 @@ class PromptCBLUETask:
 def gold_file(cfg: EvalConfig, task: str) -> Path:
     """``<data_dir>/<asset dir>/<gold file for the split>``."""
     spec = TASKS[task]
-    root = Path(cfg.cblue.data_dir) if cfg.cblue.data_dir else ASSETS
+    root = resolve_path(cfg.cblue.data_dir) if cfg.cblue.data_dir else ASSETS
     name = spec.gold_file.replace("dev", cfg.cblue.split)
     path = root / spec.asset_dir / name
     if task == "KUAKE-IR" and not path.is_file():  # the official release names it KUAKE-IR_<split>.tsv
@@ -185,7 +186,7 @@ def _ir_task(cfg: EvalConfig, path: Path) -> IRTask:
 
 def native_tasks(cfg: EvalConfig) -> tuple[dict, dict]:
     """``(tasks, skipped)``: every configured task whose files read cleanly; the rest named with the reason."""
-    if cfg.cblue.data_dir and cfg.cblue.tasks and not Path(cfg.cblue.data_dir).is_dir():
+    if cfg.cblue.data_dir and cfg.cblue.tasks and not resolve_path(cfg.cblue.data_dir).is_dir():
         raise FileNotFoundError(f"CBLUE data directory not found: {cfg.cblue.data_dir} (cblue.data_dir)")
     tasks, skipped = {}, {}
     for task in cfg.cblue.tasks:

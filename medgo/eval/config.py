@@ -69,7 +69,7 @@ class CBLUEConfig(Section):
     tasks: list[str] = list(CBLUE_TASKS)
     """Task names (see ``CBLUE_TASKS``); ``[]`` skips CBLUE."""
     data_dir: str | None = None
-    """Folder holding ``<TASK>/<TASK>_<split>.json`` etc.; default: the embedded samples."""
+    """Folder holding ``<TASK>/<TASK>_<split>.json`` etc. (``medgo://`` for an embedded one); default: the embedded samples."""
     split: Literal["dev", "train", "test"] = "dev"
     """Labelled split used as the gold (CBLUE's test labels are not public)."""
     metric_set: Literal["native", "promptcblue"] = "native"

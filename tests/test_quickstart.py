@@ -1,0 +1,100 @@
+"""The quickstart's held-out discipline and its SFT -> evaluation chain.
+
+* No item the quickstart evaluates (the dev splits of its CBLUE sets, the held-out doctors'
+  pairs, ClinicalQA) appears in a file its SFT or DPO stage reads, nor in a corpus document
+  that the corpus build keeps (the build drops every document its decontamination index matches).
+
+The chain itself (pre-training -> SFT -> evaluation on held-out prompts) is tested in
+``tests/train/test_quickstart_chain.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medgo.assets import iter_sample_corpus
+from medgo.config import load_config
+from medgo.corpus.config import CorpusConfig
+from medgo.corpus.decontam import build_index
+from medgo.data.paths import expand, resolve_path
+from medgo.eval.clinicalqa import default_files, load_questions
+from medgo.eval.config import EvalConfig
+from medgo.quickstart import HELD_OUT_PAIRS, steps
+from medgo.train.dpo_config import DPOConfig
+from medgo.train.sft_config import SFTConfig
+
+CONFIGS = Path("jobs/configs")
+ITEM_FIELDS = {"CHIP-STS": ("text1", "text2"), "KUAKE-QIC": ("query",), "KUAKE-QQR": ("query1", "query2")}
+
+
+def training_texts() -> dict[str, str]:
+    """Every file the quickstart's SFT and DPO stages train on, and every corpus document the build keeps."""
+    sft = load_config(SFTConfig, CONFIGS / "sft" / "quickstart.yaml")
+    dpo = load_config(DPOConfig, CONFIGS / "dpo" / "quickstart.yaml")
+    corpus = load_config(CorpusConfig, CONFIGS / "corpus" / "tiny.yaml")
+    paths = [resolve_path(s.path) for s in sft.data.sources]
+    paths += [p for pattern in [*dpo.data.pairs, *dpo.data.feedback] for p in expand(pattern)]
+    index = build_index(corpus.decontam.eval_files, corpus.decontam.ngram)
+    kept = [doc for doc in iter_sample_corpus() if index.first_match(doc) is None]
+    assert len(kept) > 100
+    return {str(p): p.read_text(encoding="utf-8") for p in paths} | {f"corpus document {i}": doc for i, doc in enumerate(kept)}
+
+
+def eval_items() -> list[str]:
+    """The texts of every item the quickstart evaluates."""
+    cfg = load_config(EvalConfig, CONFIGS / "eval" / "quickstart.yaml")
+    items = []
+    for task in cfg.cblue.tasks:
+        rows = json.loads((resolve_path(cfg.cblue.data_dir) / task / f"{task}_{cfg.cblue.split}.json").read_text(encoding="utf-8"))
+        items += [row[f] for row in rows for f in ITEM_FIELDS[task]]
+    for line in resolve_path(HELD_OUT_PAIRS).read_text(encoding="utf-8").splitlines():
+        pair = json.loads(line)
+        items += [pair["prompt"][-1]["content"], pair["chosen"][-1]["content"], pair["rejected"][-1]["content"]]
+    # A ClinicalQA stem shorter than the decontamination n-gram (e.g. "胎盘早剥最常见的诱因是") is a
+    # phrase any textbook uses, not an exam item; the build's own rule leaves it, and so does this check.
+    ngram = load_config(CorpusConfig, CONFIGS / "corpus" / "tiny.yaml").decontam.ngram
+    return items + [q.question for q in load_questions(default_files()) if len(q.question) >= ngram]
+
+
+def test_no_evaluated_item_is_in_a_training_file():
+    texts, items = training_texts(), eval_items()
+    assert len(texts) > 100 and len(items) >= 3 * 2 * 50 + 3 * 50 + 40
+    leaked = [(item, path) for item in items for path, text in texts.items() if item in text]
+    assert leaked == []
+
+
+def test_the_quickstart_trains_on_train_splits_and_evaluates_dev_splits():
+    sft = load_config(SFTConfig, CONFIGS / "sft" / "quickstart.yaml")
+    dpo = load_config(DPOConfig, CONFIGS / "dpo" / "quickstart.yaml")
+    cfg = load_config(EvalConfig, CONFIGS / "eval" / "quickstart.yaml")
+    assert sorted(s.task for s in sft.data.sources) == sorted(cfg.cblue.tasks)
+    assert all(s.path.endswith(f"{s.task}_train.json") for s in sft.data.sources)
+    assert dpo.data.pairs == ["medgo://assets/quickstart/dpo/pairs_train.jsonl"] and dpo.data.feedback == []
+    assert cfg.cblue.split == "dev" and cfg.cblue.max_samples is None
+    for task in cfg.cblue.tasks:
+        assert len(json.loads((resolve_path(cfg.cblue.data_dir) / task / f"{task}_dev.json").read_text(encoding="utf-8"))) >= 50
+    assert len(resolve_path(HELD_OUT_PAIRS).read_text(encoding="utf-8").splitlines()) >= 50
+    assert list(steps("r")) == ["corpus", "pretrain", "sft", "dpo", "eval", "generate"]
+
+
+def test_unigram_figures_on_a_hand_computed_corpus(tmp_path):
+    import math
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from medgo.quickstart_table import unigram_figures
+
+    splits = {"train": [[0, 0, 1, 2]], "validation": [[0, 3]]}
+    for split, blocks in splits.items():
+        (tmp_path / split).mkdir()
+        pq.write_table(pa.table({"input_ids": pa.array(blocks, type=pa.list_(pa.int32()))}), tmp_path / split / "part.parquet")
+    manifest = {"block_size": 4, "tokenizer_fingerprint": "x", "splits": {s: {"shards": [f"{s}/part.parquet"]} for s in splits}}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    entropy, cross = unigram_figures(tmp_path, vocab_size=4)
+    assert entropy == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
+    # add-one over 4 types: p(0) = 3/8, p(3) = 1/8
+    assert cross == pytest.approx(-(0.5 * math.log(3 / 8) + 0.5 * math.log(1 / 8)))
