@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ray.data.collate_fn import NumpyBatchCollateFn
 
 from medgo.corpus.dataset import ShardMismatchError, open_shards, read_manifest
 
@@ -65,16 +64,6 @@ def corpus_info(path: str | Path, expected_fingerprint: str | None = None) -> Co
     )
 
 
-class BlockCollate(NumpyBatchCollateFn):
-    """Ray Data collate step: numpy rows of token ids -> padded ``input_ids`` and ``labels`` tensors."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return collate_blocks(batch, self.pad_id)
-
-
 def collate_blocks(batch: dict[str, np.ndarray], pad_id: int) -> dict[str, torch.Tensor]:
     """Rows of token ids -> ``input_ids`` and ``labels`` (a short last block is padded, its pad ignored)."""
     rows = [np.asarray(r, dtype=np.int64) for r in batch["input_ids"]]
@@ -95,24 +84,43 @@ def row_digest(input_ids: torch.Tensor) -> str:
 class BlockStream:
     """Endless micro-batches from a Ray Train dataset shard, epoch after epoch, resumable.
 
-    ``position()`` is ``(epoch, blocks consumed in that epoch)``; a stream built with the same
-    position skips that many blocks of the epoch first.
+    With ``shuffle_window`` > 0 the blocks are shuffled within consecutive windows of that many
+    blocks, in a new order every epoch (seeded by ``seed`` and the epoch), so a corpus packed
+    source by source is not learnt one source at a time; the order is the same on every run, so
+    a resumed run sees the blocks it would have seen.  ``position()`` is ``(epoch, blocks consumed
+    in that epoch)``; a stream built with the same position skips that many blocks of the epoch first.
     """
 
-    def __init__(self, shard, micro_batch_size: int, pad_id: int, epoch: int = 0, consumed: int = 0, prefetch: int = 2):
+    def __init__(self, shard, micro_batch_size: int, pad_id: int, epoch: int = 0, consumed: int = 0, prefetch: int = 2,
+                 shuffle_window: int = 0, seed: int = 0):  # fmt: skip
         self.shard, self.micro, self.pad_id, self.prefetch = shard, micro_batch_size, pad_id, prefetch
+        self.window, self.seed = shuffle_window, seed
         self.epoch, self.consumed = epoch, consumed
         self.first_digest: str | None = None
         self._it = self._open(skip=consumed)
 
+    def _rows(self) -> Iterator[np.ndarray]:
+        """This epoch's blocks in training order."""
+        if not self.window:
+            for batch in self.shard.iter_batches(batch_size=self.micro, batch_format="numpy", prefetch_batches=self.prefetch):
+                yield from batch["input_ids"]
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for batch in self.shard.iter_batches(batch_size=self.window, batch_format="numpy", prefetch_batches=1):
+            rows = batch["input_ids"]
+            yield from (rows[i] for i in rng.permutation(len(rows)))
+
+    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Micro-batches of this epoch (an incomplete last one is dropped)."""
+        rows = []
+        for row in self._rows():
+            rows.append(row)
+            if len(rows) == self.micro:
+                yield collate_blocks({"input_ids": rows}, self.pad_id)
+                rows = []
+
     def _open(self, skip: int) -> Iterator[dict]:
-        batches = self.shard.iter_torch_batches(
-            batch_size=self.micro,
-            collate_fn=BlockCollate(self.pad_id),
-            drop_last=True,
-            prefetch_batches=self.prefetch,
-        )
-        it = iter(batches)
+        it = self._batches()
         for i in range(skip // self.micro):
             batch = next(it)
             if i == 0:

@@ -47,6 +47,7 @@ from medgo.train.flops import Architecture, peak_flops
 from medgo.train.launcher import all_gather, all_reduce_sum, build_engine
 from medgo.train.metrics import MetricsSink, plot_loss_curve, read_metrics
 from medgo.train.pretrain_config import PretrainConfig
+from medgo.ray_utils import init_ray
 from medgo.train.worker import Worker, start_worker
 
 STAGE = PretrainConfig.stage
@@ -139,6 +140,7 @@ def run(cfg: PretrainConfig) -> PretrainResult:
     plan = prepare(cfg)
     print(f"pretrain '{cfg.run_name}': {plan.total_steps} steps ({plan.steps_per_epoch} per epoch) on {cfg.ray.num_workers} workers"
           + (f", resuming at step {plan.resume_step}" if plan.resume_step else ""), flush=True)
+    init_ray(cfg.ray.address)  # before Ray Data: a dataset made first would start a local Ray with no CPU to spare for its own tasks
     train = open_shards(cfg.data.corpus, "train", expected_fingerprint=plan.tokenizer_fingerprint)
     held_out = validation_blocks(cfg.data.corpus, cfg.data.eval_blocks)
     loop = launcher.loop_config(cfg, cfg.model, plan=asdict(plan), validation=held_out)
@@ -171,7 +173,8 @@ def train_loop(config: dict) -> dict:
     start_step = state.step
     nodes = all_gather(ray.get_runtime_context().get_node_id())
     shard = ray.train.get_dataset_shard("train")
-    stream = BlockStream(shard, cfg.train.per_device_train_batch_size, w.tokenizer.pad_token_id, state.epoch, state.blocks_in_epoch)
+    stream = BlockStream(shard, cfg.train.per_device_train_batch_size, w.tokenizer.pad_token_id, state.epoch, state.blocks_in_epoch,
+                         shuffle_window=cfg.data.shuffle_window, seed=cfg.train.seed)
     check_order(state, stream, w.rank)
     step = Loop(w, plan, engine, stream, config["validation"], state).run()
     shard_bytes = export_shard_bytes(cfg, step, plan.total_steps)

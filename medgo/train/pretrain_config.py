@@ -26,6 +26,10 @@ class PretrainData(Section):
     """Corpus directory built by ``medgo corpus build`` (``manifest.json`` + ``shards/{train,validation}``)."""
     eval_blocks: int = Field(64, gt=0)
     """Validation blocks per evaluation (the first ones of the split, shared out over the workers)."""
+    shuffle_window: int = Field(1024, ge=0)
+    """Each worker shuffles its blocks within windows of this many, in a new order every epoch (seeded by
+    ``train.seed`` and the epoch; a resumed run sees the same order).  0 trains in the corpus's order, which
+    is source by source."""
 
 
 class PretrainArguments(TrainArguments):

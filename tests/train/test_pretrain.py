@@ -71,7 +71,7 @@ def test_loss_falls_and_every_metric_is_logged(ref_dir, tokenizer):
     arch = Architecture.from_hf(model_config_for(ModelConfig(), tokenizer))
     losses = [r["loss"] for r in rows]
     assert losses[0] == pytest.approx(math.log(arch.vocab), abs=0.3)  # a random model is uniform over the vocabulary
-    assert sum(losses[-3:]) / 3 < losses[0] - 1.5, losses
+    assert sum(losses[-3:]) / 3 < losses[0] - 1.0, losses  # blocks shuffled across sources: no easy run of one source
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
     assert [s for s, _ in evals] == [8, 16, 24] and evals[-1][1] < evals[0][1]
     for r in rows:

@@ -68,10 +68,11 @@ class FakeShard:
     def __init__(self, rows):
         self.rows, self.epochs = rows, 0
 
-    def iter_torch_batches(self, batch_size, collate_fn, drop_last, prefetch_batches):
+    def iter_batches(self, batch_size, batch_format, prefetch_batches):
+        assert batch_format == "numpy"
         self.epochs += 1
-        for i in range(0, len(self.rows) - batch_size + 1, batch_size):
-            yield collate_fn({"input_ids": np.array(self.rows[i : i + batch_size], dtype=object)})
+        for i in range(0, len(self.rows), batch_size):
+            yield {"input_ids": np.array(self.rows[i : i + batch_size], dtype=object)}
 
 
 def test_block_stream_resumes_at_the_next_unseen_block():
@@ -83,6 +84,19 @@ def test_block_stream_resumes_at_the_next_unseen_block():
     resumed = BlockStream(FakeShard(rows), micro_batch_size=2, pad_id=0, epoch=0, consumed=6)
     assert [next(resumed)["input_ids"][:, 0].tolist() for _ in range(4)] == seen[3:7]
     assert resumed.position() == (1, 4) and resumed.first_digest == first.first_digest
+
+
+def test_block_stream_shuffles_each_epoch_within_windows_and_resumes_in_the_same_order():
+    rows = [np.full(3, i) for i in range(12)]  # micro-batch 2, windows of 6 blocks: 6 batches per epoch
+    stream = BlockStream(FakeShard(rows), micro_batch_size=2, pad_id=0, shuffle_window=6, seed=3)
+    epochs = [[b for _ in range(6) for b in next(stream)["input_ids"][:, 0].tolist()] for _ in range(2)]
+    for order in epochs:
+        assert sorted(order[:6]) == list(range(6)) and sorted(order[6:]) == list(range(6, 12))  # each window whole, in place
+    assert epochs[0] != list(range(12)) and epochs[1] != epochs[0]  # shuffled, differently each epoch
+    resumed = BlockStream(FakeShard(rows), micro_batch_size=2, pad_id=0, epoch=1, consumed=4, shuffle_window=6, seed=3)
+    assert [b for _ in range(4) for b in next(resumed)["input_ids"][:, 0].tolist()] == epochs[1][4:]
+    again = BlockStream(FakeShard(rows), micro_batch_size=2, pad_id=0, shuffle_window=6, seed=3)
+    assert [b for _ in range(6) for b in next(again)["input_ids"][:, 0].tolist()] == epochs[0]
 
 
 def test_metrics_sink_drops_steps_after_the_restored_checkpoint(tmp_path):

@@ -1,6 +1,6 @@
 """The quickstart's held-out splits: CBLUE sample sets with a dev split, and the doctors' pairs split in two.
 
-    python -m medgo.data.quickstart_sets    # rewrites medgo/assets/quickstart/cblue/<TASK>/<TASK>_{train,dev}.json
+    python -m medgo.quickstart_sets    # rewrites medgo/assets/quickstart/cblue/<TASK>/<TASK>_{train,dev}.json
                                             # and medgo/assets/quickstart/dpo/pairs_{train,dev}.jsonl
 
 CBLUE: larger CHIP-STS, KUAKE-QIC and KUAKE-QQR files than ``assets/cblue``.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from medgo.data.paths import asset_uri
 
-OUT = Path(__file__).resolve().parent.parent / "assets" / "quickstart"
+OUT = Path(__file__).resolve().parent / "assets" / "quickstart"
 SEED = 7
 SIZES = {"train": 240, "dev": 60}
 DPO_DEV = 50
