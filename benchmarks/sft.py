@@ -1,25 +1,33 @@
 """What packing buys SFT: training tokens/s with TRL's packed, padding-free batches against padded batches.
 
-    python benchmarks/sft.py [--conversations 160] [--rounds 2] [--max-length 256] [--batch 4]
+    python benchmarks/sft.py [--conversations 160] [--rounds 2] [--max-length 256] [--batch 4] [--packed-batch N]
 
-Plain ``trl.SFTTrainer`` in this process (no Ray, no DeepSpeed, one CPU thread) on the tiny model with
-LoRA, the tiny SFT config's arguments and the same conversations (the tiny config's mixture, the first
-``--conversations``), one epoch each, interleaved ``--rounds`` times:
+The stage's ``SFTTrainer`` set-up (the model from :func:`medgo.train.sft.load_policy`, the tiny SFT
+config's arguments with LoRA, assistant-only loss) in this process, no Ray, no DeepSpeed, one CPU thread,
+on the same conversations (the tiny config's mixture, ``--conversations`` of them spread evenly over it),
+one epoch each, interleaved ``--rounds`` times:
 
-- padded: ``packing: false``, one conversation per row, each batch padded to its longest;
-- packed: ``packing: true`` (TRL ``bfd``), conversations packed whole into rows of ``max_length``,
-  flattened padding-free with per-conversation positions.
+- padded: ``packing: false``, ``--batch`` conversations per step, each batch padded to its longest;
+- packed: ``packing: true`` (TRL ``bfd``), conversations packed whole into rows of ``--max-length``,
+  flattened padding-free with per-conversation positions, attended one conversation at a time
+  (:mod:`medgo.train.packed_attention`); ``--packed-batch`` rows per step, by default as many as makes
+  the packed epoch as many steps as the padded one, so that a step of each carries the same training
+  tokens on average.
 
 Training tokens are the conversations' own tokens (not padding); tokens/s is that count over the
-epoch's wall time.  The padding share is padded positions over all positions the model computed.
-Prints the ratio (packed / padded tokens/s, median of the rounds) against its target of 1.5 and
-writes ``benchmarks/results/sft.json``.
+epoch's wall time (the CPU time of each epoch is recorded too: the machine may be shared).  The padding
+share is padded positions over all positions the model computed.  With a cost proportional to the
+positions computed, dropping the padding speeds training up by 1 / (1 - the padded run's padding share),
+printed beside the ratio (``padding_ceiling``; attention, quadratic in a row's length, moves the
+measured ratio a little off it).  Prints the ratio (packed / padded tokens/s, median of the
+rounds) against its target of 1.5 and writes ``benchmarks/results/sft.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -29,9 +37,8 @@ from pathlib import Path
 import torch
 
 from medgo.config import load_config
-from medgo.model.loading import load_model
 from medgo.model.tokenizer import load_tokenizer
-from medgo.train.sft import FIXED, read_mixture
+from medgo.train.sft import FIXED, load_policy, packed_rows, read_mixture
 from medgo.train.sft_config import SFTConfig
 from medgo.train.trl_stage import trainer_kwargs
 
@@ -47,7 +54,7 @@ def trainer(cfg: SFTConfig, tokenizer, conversations: list, out: str):
     torch.manual_seed(cfg.train.seed)
     args = TRLSFTConfig(**trainer_kwargs(cfg, output_dir=out, dtype=torch.float32, use_gpu=False, deepspeed=False), **FIXED)
     data = Dataset.from_list([{"messages": m} for m in conversations])
-    return SFTTrainer(model=load_model(cfg.model, tokenizer), args=args, train_dataset=data, processing_class=tokenizer, peft_config=cfg.lora.peft())
+    return SFTTrainer(model=load_policy(cfg.model, tokenizer, cfg.train.packing), args=args, train_dataset=data, processing_class=tokenizer, peft_config=cfg.lora.peft())
 
 
 def batch_tokens(trainer) -> tuple[int, int]:
@@ -63,11 +70,13 @@ def one_epoch(cfg: SFTConfig, tokenizer, conversations: list) -> dict:
     with tempfile.TemporaryDirectory(prefix="medgo-bench-sft-") as out:
         t = trainer(cfg, tokenizer, conversations, out)
         real, total = batch_tokens(t)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         t.train()
-        seconds = time.perf_counter() - start
-    return {"tokens_per_s": real / seconds, "seconds": seconds, "tokens": real, "positions": total,
-            "padding_share": 1 - real / total, "steps": t.state.global_step}  # fmt: skip
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    steps = t.state.global_step
+    return {"tokens_per_s": real / seconds, "tokens_per_cpu_s": real / cpu, "seconds": seconds, "cpu_s": cpu, "tokens": real, "positions": total,
+            "padding_share": 1 - real / total, "steps": steps, "batch": cfg.train.per_device_train_batch_size, "positions_per_step": total / steps,
+            "attention": t.model.get_base_model().config._attn_implementation}  # fmt: skip
 
 
 def main() -> None:
@@ -76,14 +85,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--packed-batch", type=int, default=0, help="packed rows per step (default: as many steps as padded)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    common = ["train.num_train_epochs=1", "train.logging_steps=1000000", "train.save_steps=1000000",
-              f"train.max_length={args.max_length}", f"train.per_device_train_batch_size={args.batch}", "train.gradient_accumulation_steps=1"]  # fmt: skip
-    cfgs = {mode: load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", [*common, f"train.packing={mode == 'packed'}".lower()]) for mode in ("padded", "packed")}
+    common = ["train.num_train_epochs=1", "train.logging_steps=1000000", "train.save_steps=1000000", f"train.max_length={args.max_length}", "train.gradient_accumulation_steps=1"]
     tokenizer = load_tokenizer()
-    rows, _, _ = read_mixture(cfgs["padded"], tokenizer)
-    conversations = [r["messages"] for r in rows[:: max(1, len(rows) // args.conversations)]][: args.conversations]
+    rows, _, _ = read_mixture(load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", common), tokenizer)
+    picked = rows[:: max(1, len(rows) // args.conversations)][: args.conversations]
+    conversations = [r["messages"] for r in picked]
+    args.packed_rows = packed_rows([r["tokens"] for r in picked], args.max_length)
+    args.packed_batch = args.packed_batch or max(1, round(args.packed_rows / math.ceil(len(conversations) / args.batch)))
+    cfgs = {mode: load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", [*common, f"train.packing={str(mode == 'packed').lower()}", f"train.per_device_train_batch_size={batch}"])
+            for mode, batch in (("padded", args.batch), ("packed", args.packed_batch))}  # fmt: skip
     runs = {mode: [] for mode in cfgs}
     for _ in range(args.rounds):
         for mode, cfg in cfgs.items():
@@ -93,18 +106,21 @@ def main() -> None:
 
 def report(args, conversations: list, runs: dict) -> None:
     rate = {mode: statistics.median(r["tokens_per_s"] for r in rs) for mode, rs in runs.items()}
+    cpu_rate = {mode: statistics.median(r["tokens_per_cpu_s"] for r in rs) for mode, rs in runs.items()}
     padding = {mode: rs[0]["padding_share"] for mode, rs in runs.items()}
-    ratio = rate["packed"] / rate["padded"]
+    ratio, cpu_ratio, ceiling = rate["packed"] / rate["padded"], cpu_rate["packed"] / cpu_rate["padded"], 1 / (1 - padding["padded"])
     out = {"ratio": ratio, "target": TARGET, "met": ratio >= TARGET, "padding_share": padding, "padding_target_packed": PADDING_TARGET,
-           "tokens_per_s_median": rate, "runs": runs, "measured": "plain trl.SFTTrainer in one process (no Ray, no DeepSpeed), tiny model + LoRA, 1 CPU thread",
+           "padding_ceiling": ceiling, "cpu_ratio": cpu_ratio, "tokens_per_s_median": rate, "tokens_per_cpu_s_median": cpu_rate, "runs": runs,
+           "measured": "the stage's SFTTrainer set-up in one process (no Ray, no DeepSpeed), tiny model + LoRA, 1 CPU thread; ratio: packed / padded training tokens/s",
            "setup": {**vars(args), "conversations_used": len(conversations), "cpu_count": os.cpu_count(), "load_average": os.getloadavg()}}  # fmt: skip
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1), encoding="utf-8")
     for mode, rs in runs.items():
         rounds = ", ".join(f"{r['tokens_per_s']:.0f}" for r in rs)
-        print(f"{mode:7s} {rate[mode]:8.0f} tokens/s (rounds: {rounds}), "
-              f"{rs[0]['steps']} steps, padding {padding[mode]:.1%} of {rs[0]['positions']} positions")  # fmt: skip
-    print(f"ratio packed / padded tokens/s: {ratio:.2f} (target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'}); "
+        print(f"{mode:7s} {rate[mode]:6.0f} tokens/s (rounds: {rounds}; {cpu_rate[mode]:.0f} per CPU second), {rs[0]['steps']} steps of {rs[0]['batch']} rows, "
+              f"{rs[0]['positions_per_step']:.0f} positions a step, padding {padding[mode]:.1%} of {rs[0]['positions']} positions, attention {rs[0]['attention']}")  # fmt: skip
+    print(f"ratio packed / padded tokens/s: {ratio:.2f} (target >= {TARGET}: {'met' if ratio >= TARGET else 'MISSED'}; in CPU time {cpu_ratio:.2f}; "
+          f"dropping the padded run's padding alone gives {ceiling:.2f}); "
           f"packed padding {padding['packed']:.1%} (target < {PADDING_TARGET:.0%}: {'met' if padding['packed'] < PADDING_TARGET else 'MISSED'})")
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; wrote {RESULTS}")
 

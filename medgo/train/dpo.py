@@ -9,7 +9,8 @@ round first) and ready-made ``{prompt, chosen, rejected}`` files (``data.pairs``
 pairs with :mod:`medgo.train.preference`, drops pairs whose prompt alone fills
 ``train.max_length`` (counted like every other skipped record), and writes ``data/pairs.parquet``,
 ``data/summary.json`` and ``data/skipped.jsonl``.  Every Ray Train worker then reads the Parquet and
-runs ``trl.DPOTrainer`` (gloo on CPU, nccl on GPU; ZeRO-3 through the trainer's ``deepspeed`` dict).
+runs ``trl.DPOTrainer`` (gloo on CPU, nccl on GPU; ZeRO-3 through the trainer's ``deepspeed`` dict), with
+the lean cached reference pass of :mod:`medgo.train.dpo_trainer`.
 
 The reference policy (:mod:`medgo.train.preference_stage`, shared with KTO): with ``model.adapter``
 unset a new LoRA adapter (``lora`` section) is trained and the base model is the reference; with
@@ -90,6 +91,7 @@ def load_dataset(path: str, cfg: DPOConfig):
 def train_loop(config: dict) -> dict:
     """Runs on every Ray Train worker."""
     from trl import DPOConfig as TRLDPOConfig
-    from trl import DPOTrainer
+
+    from medgo.train.dpo_trainer import DPOTrainer
 
     return train_policy(config, DPOConfig, TRLDPOConfig, DPOTrainer, load_dataset)

@@ -3,7 +3,7 @@
     cfg = load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", ["train.beta=0.2"])
 
 ``train`` holds ``trl.DPOConfig``'s names (``beta``, ``loss_type``, ``label_smoothing``,
-``precompute_ref_log_probs``, ``max_length`` besides the shared ones) and reaches it unchanged
+``precompute_ref_log_probs``, ``precompute_ref_batch_size``, ``max_length`` besides the shared ones) and reaches it unchanged
 (:func:`medgo.train.dpo.trainer_kwargs`).
 """
 
@@ -48,6 +48,9 @@ class PreferenceArguments(TrainArguments):
     """Strength of the pull towards the reference policy (higher: stay closer)."""
     precompute_ref_log_probs: bool = False
     """Compute the reference log-probabilities once before training (saves a forward pass per step)."""
+    precompute_ref_batch_size: int | None = Field(None, gt=0)
+    """Batch of that one-off pass (no gradients, so it can be larger than the training batch; under ZeRO-3
+    each batch gathers the whole model once); unset: ``per_device_train_batch_size``."""
     max_length: int = Field(1024, gt=8)
     """Tokens of prompt + answer; longer sequences are truncated at the end, records whose prompt alone
     fills it are dropped (counted as ``prompt_too_long``)."""

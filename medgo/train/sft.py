@@ -41,6 +41,7 @@ from medgo.train import launcher
 from medgo.train.base_model import materialise_base, merge_adapter
 from medgo.train.callbacks import stage_callbacks
 from medgo.train.faults import check_drill
+from medgo.train.packed_attention import use_packed_attention
 from medgo.train.sft_config import SFTConfig
 from medgo.train.sft_data import BadRecord, apply_weight, bad_records_jsonl, read_source
 from medgo.train.trl_stage import finish_run, plain_print, start_trl_worker, total_steps, train_and_save, validate_trainer_args
@@ -193,6 +194,13 @@ def run(cfg: SFTConfig) -> SFTResult:
 # ----------------------------------------------------------------------------- worker
 
 
+def load_policy(model_cfg, tokenizer, packing: bool):
+    """The model SFT trains; with ``train.packing`` on SDPA it attends one packed conversation at a time
+    (:mod:`medgo.train.packed_attention`) instead of through a dense block-diagonal mask over the row."""
+    model = load_model(model_cfg, tokenizer)
+    return use_packed_attention(model) if packing else model
+
+
 def load_conversations(path: str):
     """The driver's Parquet as an in-memory ``datasets.Dataset`` with one ``messages`` column."""
     from datasets import Dataset
@@ -206,7 +214,7 @@ def train_loop(config: dict) -> dict:
     from trl import SFTTrainer
 
     w, args = start_trl_worker(config, SFTConfig, TRLSFTConfig, **FIXED)
-    model = load_model(w.model, w.tokenizer)  # after the arguments: ZeRO-3 loads partitioned
+    model = load_policy(w.model, w.tokenizer, w.cfg.train.packing)  # after the arguments: ZeRO-3 loads partitioned
     with plain_print():  # tokenizing the data set would otherwise log bytecode
         trainer = SFTTrainer(model=model, args=args, train_dataset=load_conversations(config["data"]), processing_class=w.tokenizer,
                              peft_config=w.cfg.lora.peft(), callbacks=stage_callbacks(w.cfg, w.run_dir, w.run_storage))  # fmt: skip

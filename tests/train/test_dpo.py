@@ -23,7 +23,7 @@ from medgo.train.config import QWEN2_LORA_TARGETS
 from medgo.train.dpo import run
 from medgo.train.dpo_config import DPOConfig
 from medgo.train.preference import build_preferences, load_pairs
-from medgo.train.preference_stage import cache_key, cached_dataset
+from medgo.train.preference_stage import cache_key, cached_dataset, load_policy, peft_config
 from medgo.train.trl_stage import trainer_kwargs
 
 from conftest import answer_logps, load_adapter
@@ -49,7 +49,7 @@ def test_the_72b_config_carries_the_intended_settings():
     assert cfg.model.dtype == "bfloat16" and cfg.model.attn_implementation == "flash_attention_2"
     assert cfg.deepspeed.zero_stage == 3 and cfg.train.beta == 0.1 and cfg.train.loss_type == "sigmoid"
     assert (cfg.lora.r, cfg.lora.lora_alpha, cfg.lora.lora_dropout) == (16, 8, 0.05) and cfg.lora.target_modules == QWEN2_LORA_TARGETS
-    assert cfg.model.adapter and cfg.data.feedback
+    assert cfg.model.adapter and cfg.data.feedback and cfg.train.precompute_ref_log_probs and cfg.train.precompute_ref_batch_size == 8
 
 
 def test_one_feedback_path_on_the_command_line_is_a_list():
@@ -213,16 +213,18 @@ def test_dpo_continues_an_sft_adapter_against_the_sft_policy(fresh_run, tiny_bas
 # ----------------------------------------------------------------------------- the cached reference (in-process, no Ray)
 
 
-def dpo_trainer(data: Path, tokenizer, out: Path, cached: bool, steps: int = 4):
-    """TRL's DPOTrainer as the worker builds it (without DeepSpeed): the tiny config, the data set through the run's cache."""
+def dpo_trainer(data: Path, tokenizer, out: Path, cached: bool, steps: int = 4, model: ModelConfig | None = None):
+    """The stage's DPOTrainer as the worker builds it (without DeepSpeed): the tiny config, the data set through the run's cache."""
     from trl import DPOConfig as TRLDPOConfig
-    from trl import DPOTrainer
+
+    from medgo.train.dpo_trainer import DPOTrainer
 
     cfg = load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", [f"train.precompute_ref_log_probs={str(cached).lower()}", f"train.max_steps={steps}"])
     torch.manual_seed(cfg.train.seed)  # as the worker does before loading
     args = TRLDPOConfig(**trainer_kwargs(cfg, output_dir=str(out), dtype=torch.float32, use_gpu=False, deepspeed=False))
     dataset = cached_dataset(load_pairs(data), data.parent / "cache" / cache_key(data, cfg))
-    return DPOTrainer(model=load_model(cfg.model, tokenizer), args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=cfg.lora.peft())
+    policy = load_policy(model, tokenizer) if model else load_model(cfg.model, tokenizer)
+    return DPOTrainer(model=policy, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config(cfg, model or cfg.model))
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +237,7 @@ def pairs_parquet(tmp_path_factory) -> Path:
 
 
 def counting_reference_passes(monkeypatch) -> list:
-    from trl import DPOTrainer
+    from medgo.train.dpo_trainer import DPOTrainer
 
     calls, original = [], DPOTrainer.compute_ref_log_probs
     monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
@@ -266,3 +268,24 @@ def test_a_resumed_run_reuses_the_cached_reference(pairs_parquet, tokenizer, tmp
     assert Path(folder).parent.parent == pairs_parquet.parent / "cache", "stored with the run's data"
     cfg = load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", ["train.precompute_ref_log_probs=true"])
     assert cache_key(pairs_parquet, cfg) != cache_key(pairs_parquet, load_config(DPOConfig, "jobs/configs/dpo/tiny.yaml", ["train.max_length=128"]))
+
+
+@pytest.mark.parametrize("reference", ["base", "adapter"])
+def test_the_lean_reference_pass_gives_trls_numbers(pairs_parquet, tokenizer, tmp_path, tiny_base_dir, sft_adapter, reference):
+    """The cached reference scores only the completion tokens, yet its log-probabilities are TRL's: the base model
+    (a new adapter switched off) or the continued adapter's frozen copy."""
+    import trl
+
+    model = ModelConfig(base_model=str(tiny_base_dir), adapter=str(sft_adapter)) if reference == "adapter" else None
+    trainer = dpo_trainer(pairs_parquet, tokenizer, tmp_path / "out", cached=False, model=model)
+    batch = next(iter(torch.utils.data.DataLoader(trainer.train_dataset, batch_size=8, collate_fn=trainer.data_collator)))
+    scored = int(batch["completion_mask"].sum())
+    assert scored < 0.6 * batch["input_ids"].numel(), "prompts and padding make up much of a batch"
+    lean = torch.cat(trainer.compute_ref_log_probs(trainer.model, batch))
+    full = torch.cat(trl.DPOTrainer.compute_ref_log_probs(trainer, trainer.model, batch))
+    assert lean.shape == (16,) and (lean < -10).all()
+    torch.testing.assert_close(lean, full, rtol=1e-6, atol=1e-3)
+    if reference == "adapter":  # the frozen copy, not the trained policy and not the bare base
+        with trainer.model.disable_adapter():
+            base = torch.cat(trl.DPOTrainer.compute_ref_log_probs(trainer, trainer.model, batch))
+        assert (lean - base).abs().max() > 1

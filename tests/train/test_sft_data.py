@@ -119,18 +119,20 @@ def test_packed_rows_match_trl_best_fit_decreasing():
     assert packed_rows([10] * 30, 100) == 3
 
 
-def test_a_packed_batch_scores_every_conversation_as_if_alone(tokenizer, tmp_path):
-    """Packing with per-conversation positions isolates conversations (SDPA on the CPU): the packed loss is the
-    token-weighted mean of each conversation's own loss; the same row without positions (cross-attention) is not."""
+@pytest.mark.parametrize("packing", [False, True], ids=["sdpa", "sdpa_packed"])
+def test_a_packed_batch_scores_every_conversation_as_if_alone(tokenizer, tmp_path, packing):
+    """Packing with per-conversation positions isolates conversations (SDPA on the CPU, with transformers'
+    block-diagonal mask or the stage's per-conversation attention): the packed loss is the token-weighted mean
+    of each conversation's own loss; the same row without positions (cross-attention) is not."""
     from datasets import Dataset
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
     from medgo.config import ModelConfig
-    from medgo.model.loading import load_model
+    from medgo.train.sft import load_policy
 
-    model = load_model(ModelConfig(base_model="tiny"), tokenizer).eval()
-    assert model.config._attn_implementation == "sdpa"
+    model = load_policy(ModelConfig(base_model="tiny"), tokenizer, packing).eval()
+    assert model.config._attn_implementation == ("sdpa_packed" if packing else "sdpa")
     conversations, _ = read_source(SFTSource(path="medgo://assets/sft/qa.jsonl", format="qa", max_samples=12))
     args = TRLSFTConfig(output_dir=str(tmp_path), max_length=512, per_device_train_batch_size=2, packing=True, bf16=False, report_to="none", use_cpu=True, **FIXED)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list([{"messages": m} for m in conversations]), processing_class=tokenizer)
@@ -147,3 +149,37 @@ def test_a_packed_batch_scores_every_conversation_as_if_alone(tokenizer, tmp_pat
     alone = sum(loss * n for loss, n in scored) / sum(n for _, n in scored)
     assert abs(packed - alone) < 1e-5, (packed, alone)
     assert abs(leaking - alone) > 1e-4, "the check must be able to see conversations attending to each other"
+
+
+def test_per_conversation_attention_gives_sdpas_numbers(tokenizer):
+    """``sdpa_packed`` against plain SDPA on the same weights: a padded batch, a packed row told by its
+    positions alone (and by ``cu_seq_lens_q``), two packed rows, and greedy generation with a cache."""
+    from medgo.config import ModelConfig
+    from medgo.model.loading import load_model
+    from medgo.train.packed_attention import use_packed_attention
+
+    sdpa = load_model(ModelConfig(base_model="tiny"), tokenizer).eval()
+    packed = use_packed_attention(load_model(ModelConfig(base_model="tiny"), tokenizer).eval())
+    assert packed.config._attn_implementation == "sdpa_packed"
+    torch.manual_seed(0)
+    ids = torch.randint(10, 8000, (3, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 25:], mask[2, 10:] = 0, 0
+    with torch.no_grad():
+        a, b = (m(input_ids=ids, attention_mask=mask).logits for m in (sdpa, packed))
+        assert a.abs().max() > 0.01
+        torch.testing.assert_close(a[mask.bool()], b[mask.bool()], rtol=1e-5, atol=1e-5)
+        row = torch.cat([ids[0, :40], ids[1, :25], ids[2, :10]])[None]
+        positions = torch.cat([torch.arange(40), torch.arange(25), torch.arange(10)])[None]
+        cu = torch.tensor([0, 40, 65, 75], dtype=torch.int32)
+        want = sdpa(input_ids=row, position_ids=positions, use_cache=False).logits
+        alone = torch.cat([sdpa(input_ids=row[:, s:e]).logits for s, e in zip(cu[:-1], cu[1:])], dim=1)
+        torch.testing.assert_close(want, alone, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(packed(input_ids=row, position_ids=positions, use_cache=False).logits, want, rtol=1e-5, atol=1e-5)
+        got = packed(input_ids=row, position_ids=positions, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=40, max_length_k=40, use_cache=False).logits
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        two = torch.cat([row, torch.cat([ids[2, :10], ids[1, :25], ids[0, :40]])[None]])
+        two_positions = torch.cat([positions, torch.cat([torch.arange(10), torch.arange(25), torch.arange(40)])[None]])
+        torch.testing.assert_close(packed(input_ids=two, position_ids=two_positions, use_cache=False).logits, sdpa(input_ids=two, position_ids=two_positions, use_cache=False).logits, rtol=1e-5, atol=1e-5)
+        prompt = ids[:1, :12]
+        assert torch.equal(sdpa.generate(prompt, max_new_tokens=8, do_sample=False), packed.generate(prompt, max_new_tokens=8, do_sample=False))
