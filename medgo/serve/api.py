@@ -58,9 +58,17 @@ SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "stop", "seed", "ignore_e
 
 
 class HandleBackend:
-    """The ``MedGoModel`` deployment behind a Serve handle."""
+    """The ``MedGoModel`` deployment behind a Serve handle.
 
-    def __init__(self, handle):
+    ``grpc`` (the default transport) sends calls and streamed chunks over Serve's gRPC channel
+    between replicas, pickled, instead of one Ray object per streamed chunk: the chunks of a
+    stream cost the model replica, whose engine thread shares the interpreter with them, and the
+    API replica less.  ``ray``: Ray actor calls and object references.
+    """
+
+    def __init__(self, handle, transport: str = "grpc"):
+        if transport == "grpc":
+            handle = handle.options(_by_reference=False, request_serialization="pickle", response_serialization="pickle")
         self.handle = handle
 
     def complete(self, params: dict):
