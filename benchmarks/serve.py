@@ -196,28 +196,31 @@ async def load(target, clients: int, requests: int, n_tokens: int, stream: bool,
 
 
 class CPUTimes:
-    """CPU seconds spent by this process and by each Ray worker process (Serve proxy, replicas) since creation."""
+    """CPU seconds spent by this process and by each Ray process (Serve proxy, controller, replicas) since creation."""
 
     def __init__(self):
         self.start = self._now()
 
     @staticmethod
-    def _now() -> dict[str, float]:
+    def _now() -> dict[int, tuple[str, float]]:
+        """pid -> (name, CPU seconds so far); a Ray worker's title names its actor and, while it runs one, the method."""
         me = psutil.Process()
-        out = {"client_and_driver": sum(me.cpu_times()[:2])}
+        out = {me.pid: ("client_and_driver", sum(me.cpu_times()[:2]))}
         for p in me.children(recursive=True):
             try:
                 title = " ".join(p.cmdline())
                 if title.startswith("ray::"):
-                    name = title.split()[0].removeprefix("ray::")
-                    out[name] = out.get(name, 0.0) + sum(p.cpu_times()[:2])
+                    out[p.pid] = (title.split()[0].removeprefix("ray::").split(".")[0], sum(p.cpu_times()[:2]))
             except psutil.Error:
                 continue
         return out
 
     def spent(self) -> dict[str, float]:
-        now = self._now()
-        return {k: v - self.start.get(k, 0.0) for k, v in now.items() if v - self.start.get(k, 0.0) >= 0.05}
+        out: dict[str, float] = {}
+        for pid, (name, sec) in self._now().items():
+            if pid in self.start:
+                out[name] = out.get(name, 0.0) + sec - self.start[pid][1]
+        return {name: sec for name, sec in out.items() if sec >= 0.05}
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -226,14 +229,14 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-def deploy(tmp: Path, stream_interval_ms: float) -> str:
+def deploy(tmp: Path, stream_interval_ms: float, model_transport: str) -> str:
     from ray import serve
     from ray.serve.api import RunTarget
 
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     targets = []
     for name, batch in (("batched", 16), ("serial", 1)):
-        settings = ServeSettings(max_batch_size=batch, max_tokens_limit=512, stream_interval_ms=stream_interval_ms,
+        settings = ServeSettings(max_batch_size=batch, max_tokens_limit=512, stream_interval_ms=stream_interval_ms, model_transport=model_transport,
                                  database_url=f"sqlite:///{tmp / name}.db", database_url_env=None, api_keys_env=None)
         app = compose(settings, model_options={"autoscaling_config": None, "num_replicas": 1, "max_ongoing_requests": 64, "max_queued_requests": -1,
                                                "ray_actor_options": {"num_cpus": THREADS}})
@@ -251,6 +254,7 @@ def main() -> None:
     ap.add_argument("--single-tokens", type=int, default=128, help="tokens of the single-request comparison")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--stream-interval-ms", type=float, default=ServeSettings().stream_interval_ms, help="the served apps' stream_interval_ms")
+    ap.add_argument("--model-transport", choices=("grpc", "ray"), default=ServeSettings().model_transport, help="the served apps' model_transport")
     args = ap.parse_args()
 
     import ray
@@ -259,7 +263,7 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
     with tempfile.TemporaryDirectory() as tmp:
-        url = deploy(Path(tmp), args.stream_interval_ms)
+        url = deploy(Path(tmp), args.stream_interval_ms, args.model_transport)
         single = interleaved_medians({"direct_generate_s": DirectGenerate(args.single_tokens), "direct_engine_s": DirectEngine(args.single_tokens),
                                       "http_serve_s": OverHTTP(f"{url}/batched", args.single_tokens)}, args.repeats)
         engines = {name: EngineAlone(batch, args.stream_interval_ms) for name, batch in (("batched", 16), ("serial", 1))}
@@ -342,7 +346,7 @@ def report(result: dict, args) -> None:
           f"engine alone {e['batching_speedup']:.2f}x streaming ({e['batched_tokens_per_s']:.0f} vs {e['one_at_a_time_tokens_per_s']:.0f} tokens/s), "
           f"whole answers {e['whole_answers']['batched']['tokens_per_s']:.0f} vs {e['whole_answers']['one_at_a_time']['tokens_per_s']:.0f} tokens/s; "
           f"load average {result['load_average_1m']:.1f}")
-    print(f"streaming through HTTP / engine alone, batched, {args.clients} clients, stream_interval_ms {args.stream_interval_ms:g} on both: "
+    print(f"streaming through HTTP / engine alone, batched, {args.clients} clients, stream_interval_ms {args.stream_interval_ms:g} on both, model_transport {args.model_transport}: "
           f"{result['batched']['tokens_per_s']:.0f} / {e['batched_tokens_per_s']:.0f} tokens/s = {result['stream_tokens_http_over_engine']:.2f} (target >= 0.8)")
     print(f"wrote {RESULTS}")
 
