@@ -58,9 +58,17 @@ SAMPLING_KEYS = ("max_tokens", "temperature", "top_p", "stop", "seed", "ignore_e
 
 
 class HandleBackend:
-    """The ``MedGoModel`` deployment behind a Serve handle."""
+    """The ``MedGoModel`` deployment behind a Serve handle.
 
-    def __init__(self, handle):
+    ``grpc`` (the default transport) sends calls and streamed chunks over Serve's gRPC channel
+    between replicas, pickled, instead of one Ray object per streamed chunk: the chunks of a
+    stream cost the model replica, whose engine thread shares the interpreter with them, and the
+    API replica less.  ``ray``: Ray actor calls and object references.
+    """
+
+    def __init__(self, handle, transport: str = "grpc"):
+        if transport == "grpc":
+            handle = handle.options(_by_reference=False, request_serialization="pickle", response_serialization="pickle")
         self.handle = handle
 
     def complete(self, params: dict):
@@ -187,28 +195,29 @@ async def stream_completion(ctx: Context, body, params: dict, route: str, rid: s
     chunks = ChunkWriter(rid, params["model"], params["kind"], head["base_version"], bool(body.stream_options and body.stream_options.include_usage))
 
     async def sse() -> AsyncIterator[str]:
-        parts, final = [], None
+        # Chunks that follow one another at once share one body message (on to the proxy, then
+        # the client): the chat role chunk rides with the first text, the end with [DONE].
+        parts, final, opening, closing = [], None, chunks.first() if params["kind"] == "chat" else "", ""
         try:
-            if params["kind"] == "chat":
-                yield chunks.first()
             async for event in events:
-                if "delta" in event:
-                    parts.append(event["delta"])
-                    yield chunks.delta(event["delta"])
-                elif "error" in event:
-                    yield sse_data({"error": _public_error(event["error"])})
+                if "error" in event:
+                    closing = sse_data({"error": _public_error(event["error"])})
                     break
-                else:
+                if event.get("delta"):
+                    parts.append(event["delta"])
+                    yield opening + chunks.delta(event["delta"])
+                    opening = ""
+                if "finish_reason" in event:
                     final = event
             if final is not None:
                 result = {**head, **final, "text": "".join(parts)}
                 await record(ctx, rid, params, result, time.perf_counter() - started, route)
-                yield chunks.last(result)
+                closing = chunks.last(result)
         except APIError as err:
-            yield sse_data({"error": {"message": err.message, "type": "server_error", "param": err.param, "code": err.code}})
+            closing = sse_data({"error": {"message": err.message, "type": "server_error", "param": err.param, "code": err.code}})
         finally:
             await close_stream(events)
-        yield "data: [DONE]\n\n"
+        yield opening + closing + "data: [DONE]\n\n"
 
     version = {VERSION_HEADER: head["version"]} if head.get("version") else {}
     return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Request-Id": rid, **version})

@@ -45,7 +45,7 @@ class APIServer:
     def __init__(self, model, settings: dict):
         self.settings = ServeSettings.model_validate(settings)
         self.store = FeedbackStore(self.settings.resolved_database_url())
-        self.backend = HandleBackend(model)
+        self.backend = HandleBackend(model, self.settings.model_transport)
         if self.settings.flywheel_metrics_interval_s:
             start_acceptance_exporter(self.settings.resolved_database_url(), self.settings.served_model_name, self.settings.flywheel_metrics_interval_s)
 

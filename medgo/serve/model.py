@@ -103,7 +103,7 @@ class ModelRunner:
         return RequestError(500, "generation ended without a result").as_dict()
 
     async def stream(self, params: dict) -> AsyncIterator[dict]:
-        """A header ``{prompt_tokens, base_version, adapter_version}``, ``{delta}``..., ``{finish_reason, ...}``."""
+        """A header ``{prompt_tokens, base_version, adapter_version}``, ``{delta}``..., ``{finish_reason, ...}`` (with the last ``delta``)."""
         route = self.route(params)
         try:
             request = self.encode(params, stream=True, route=route)
@@ -120,10 +120,13 @@ class ModelRunner:
                         yield {"delta": held}
                         held, last_sent = "", time.monotonic()
                     continue
+                if isinstance(event, Finish):  # the last text travels with the end: one chunk less
+                    yield {"delta": held, **_finish(event)} if held else _finish(event)
+                    continue
                 if held:
                     yield {"delta": held}
                     held = ""
-                yield _finish(event) if isinstance(event, Finish) else self._failure(event)
+                yield self._failure(event)
 
     def route(self, params: dict) -> tuple[LiveVersion, str | None] | None:
         """The flywheel version (and its adapter) answering a request for the served model name; None otherwise."""

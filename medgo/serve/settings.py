@@ -38,6 +38,8 @@ class ServeSettings(Section):
     """How long an idle replica waits for company before its first prefill (later requests join between steps anyway)."""
     stream_interval_ms: float = Field(50.0, ge=0)
     """A stream sends the text gathered over this long as one chunk (Ray Serve LLM's default; 0: every token)."""
+    model_transport: Literal["grpc", "ray"] = "grpc"
+    """How the API replica reaches the model replicas: Serve's gRPC between replicas (cheaper per streamed chunk; between nodes it needs their ephemeral ports open) or Ray object references."""
     max_tokens_limit: int = Field(512, gt=0)
     """Largest ``max_tokens`` a request may ask for."""
     default_max_tokens: int = Field(128, gt=0)
