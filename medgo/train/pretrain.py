@@ -173,13 +173,18 @@ def train_loop(config: dict) -> dict:
     start_step = state.step
     nodes = all_gather(ray.get_runtime_context().get_node_id())
     shard = ray.train.get_dataset_shard("train")
-    stream = BlockStream(shard, cfg.train.per_device_train_batch_size, w.tokenizer.pad_token_id, state.epoch, state.blocks_in_epoch,
-                         shuffle_window=cfg.data.shuffle_window, seed=cfg.train.seed)
+    stream = block_stream(cfg, shard, w.tokenizer.pad_token_id, state)
     check_order(state, stream, w.rank)
     step = Loop(w, plan, engine, stream, config["validation"], state).run()
     shard_bytes = export_shard_bytes(cfg, step, plan.total_steps)
     exported = shard_bytes is not None and export(engine, w, plan, shard_bytes)
     return {"step": step, "exported": bool(exported), "start_step": start_step, "nodes": nodes}
+
+
+def block_stream(cfg: PretrainConfig, shard, pad_id: int, state: ckpt.TrainState) -> BlockStream:
+    """This worker's micro-batches, from the position ``state`` records."""
+    return BlockStream(shard, cfg.train.per_device_train_batch_size, pad_id, state.epoch, state.blocks_in_epoch,
+                       shuffle_window=cfg.data.shuffle_window, seed=cfg.train.seed)  # fmt: skip
 
 
 def check_order(state: ckpt.TrainState, stream: BlockStream, rank: int) -> None:

@@ -9,7 +9,7 @@ CBLUE tasks through the prompt templates evaluation uses too), turns each record
 ``messages``, counts and quarantines bad records (``data/rejected.jsonl``: file, line, reason),
 drops conversations whose first assistant token lies beyond ``train.max_length``, and writes
 ``data/train.parquet`` + ``data/counts.json``.  Every Ray Train worker then reads the Parquet and
-runs ``trl.SFTTrainer`` with a ``peft.LoraConfig``, ``assistant_only_loss`` (only the assistant's
+runs ``trl.SFTTrainer`` with a ``peft.LoraConfig`` (or, with ``lora: null``, on every weight), ``assistant_only_loss`` (only the assistant's
 tokens, ``<|im_end|>`` included, carry a label; the chat template marks them with
 ``{% generation %}``) and DeepSpeed ZeRO-3 through the trainer's ``deepspeed`` dict.
 
@@ -20,7 +20,9 @@ receives ``config.yaml``, ``data/``, ``metrics.jsonl``, ``loss_curve.png``, ``ad
 adapter directory with the tokenizer; its ``base_model_name_or_path`` is the base model directory
 — for ``base_model: tiny`` the seeded tiny model saved to ``<run dir>/base``) and, with
 ``export.merged: true``, ``merged/`` (a plain Hugging Face model with the adapter merged in).
-Evaluate or serve the adapter with ``model.adapter: <run dir>/adapter``.
+Evaluate or serve the adapter with ``model.adapter: <run dir>/adapter``.  A full-parameter run
+(``lora: null``) writes ``model/`` instead of ``adapter/``: the trained model with the tokenizer,
+used as ``model.base_model: <run dir>/model``.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class DataSummary:
 class SFTResult:
     run_dir: Path
     adapter_dir: Path | None
-    """None when ``debug.stop_at_step`` stopped the run."""
+    """None when ``debug.stop_at_step`` stopped the run, or for a full-parameter run."""
     merged_dir: Path | None
     base_dir: Path
     """The base model the adapter applies to (``base_model_name_or_path`` of the adapter)."""
@@ -78,6 +80,8 @@ class SFTResult:
     data: DataSummary
     metrics: dict
     """The last loss line of metrics.jsonl."""
+    model_dir: Path | None = None
+    """A full-parameter run's trained model (``lora: null``); None otherwise or when stopped."""
 
 
 # ----------------------------------------------------------------------------- data (driver side)
@@ -185,10 +189,16 @@ def run(cfg: SFTConfig) -> SFTResult:
     print(f"sft '{cfg.run_name}': {data.records} conversations{packed}, about {steps} optimizer steps on {cfg.ray.num_workers} workers", flush=True)
     outcome = launcher.fit(train_loop, cfg, launcher.loop_config(cfg, base, data=str(data.path))).return_value or {}
     last = finish_run(cfg)
-    adapter = None if outcome.get("stopped") else run_dir / "adapter"
+    written = None if outcome.get("stopped") else run_dir / output_name(cfg)
+    adapter, model = (written, None) if cfg.lora else (None, written)
     merged = merge_adapter(base.base_model, adapter, run_dir / "merged", resolve_dtype(cfg.model.dtype)) if adapter and cfg.export.merged else None
-    console.summary(f"sft '{cfg.run_name}': {outcome.get('step')} steps, loss {last.get('loss')}; adapter {adapter or '(stopped early)'}")
-    return SFTResult(run_dir, adapter, merged, Path(base.base_model), int(outcome.get("step", 0)), int(outcome.get("start_step", 0)), data, last)
+    console.summary(f"sft '{cfg.run_name}': {outcome.get('step')} steps, loss {last.get('loss')}; {output_name(cfg)} {written or '(stopped early)'}")
+    return SFTResult(run_dir, adapter, merged, Path(base.base_model), int(outcome.get("step", 0)), int(outcome.get("start_step", 0)), data, last, model)
+
+
+def output_name(cfg: SFTConfig) -> str:
+    """``adapter`` (LoRA) or ``model`` (full-parameter, ``lora: null``): the run directory's trained output."""
+    return "adapter" if cfg.lora else "model"
 
 
 # ----------------------------------------------------------------------------- worker
@@ -217,5 +227,6 @@ def train_loop(config: dict) -> dict:
     model = load_policy(w.model, w.tokenizer, w.cfg.train.packing)  # after the arguments: ZeRO-3 loads partitioned
     with plain_print():  # tokenizing the data set would otherwise log bytecode
         trainer = SFTTrainer(model=model, args=args, train_dataset=load_conversations(config["data"]), processing_class=w.tokenizer,
-                             peft_config=w.cfg.lora.peft(), callbacks=stage_callbacks(w.cfg, w.run_dir, w.run_storage))  # fmt: skip
-    return train_and_save(trainer, w.run_dir / "adapter", w.run_storage)
+                             peft_config=w.cfg.lora.peft() if w.cfg.lora else None,
+                             callbacks=stage_callbacks(w.cfg, w.run_dir, w.run_storage))  # fmt: skip
+    return train_and_save(trainer, w.run_dir / output_name(w.cfg), w.run_storage)

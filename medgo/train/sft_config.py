@@ -3,7 +3,7 @@
     cfg = load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", ["lora.r=8"])
 
 ``train`` holds ``trl.SFTConfig``'s names and reaches it unchanged (:func:`medgo.train.sft.trainer_kwargs`);
-``lora`` holds ``peft.LoraConfig``'s.
+``lora`` holds ``peft.LoraConfig``'s; ``lora: null`` trains every weight instead (full-parameter SFT).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class SFTExport(Section):
     """What is written besides ``adapter/``."""
 
     merged: bool = False
-    """Also write ``merged/``: the base with the adapter merged in, a plain Hugging Face directory."""
+    """Also write ``merged/``: the base with the adapter merged in, a plain Hugging Face directory (LoRA only)."""
 
 
 class SFTConfig(TrainStageConfig):
@@ -72,6 +72,14 @@ class SFTConfig(TrainStageConfig):
     renamed: ClassVar[dict[str, str]] = {**RENAMED_TRL, "export_merged": "export.merged"}
 
     data: SFTData = SFTData()
-    lora: LoraSettings = LoraSettings()
+    lora: LoraSettings | None = LoraSettings()
+    """``null``: full-parameter SFT, every weight trains and the run writes ``model/`` (a Hugging Face
+    model directory) instead of ``adapter/``; the optimizer then holds two moments of every weight."""
     train: SFTArguments = SFTArguments()
     export: SFTExport = SFTExport()
+
+    @model_validator(mode="after")
+    def _merged_needs_an_adapter(self):
+        if self.lora is None and self.export.merged:
+            raise ValueError("export.merged: a full-parameter run (lora: null) writes model/ itself; there is no adapter to merge")
+        return self

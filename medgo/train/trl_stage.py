@@ -199,7 +199,7 @@ def train_and_save(trainer, adapter_dir: str | Path, run_storage: str) -> dict:
 
     ``adapter_dir`` receives a standard PEFT directory (``adapter_config.json``,
     ``adapter_model.safetensors``) and the tokenizer files, written by rank 0 and replaced
-    atomically.  Returns ``{"step", "start_step", "train_loss"}``.
+    atomically; a model trained without an adapter is saved there as a Hugging Face model directory.  Returns ``{"step", "start_step", "train_loss"}``.
     """
     resume = resume_checkpoint(run_storage, trainer.args.process_index, trainer.args.world_size)
     start = checkpoint_step(resume)
@@ -214,7 +214,7 @@ def train_and_save(trainer, adapter_dir: str | Path, run_storage: str) -> dict:
 
 
 def save_adapter(trainer, adapter_dir: str | Path) -> Path:
-    """Collective: gather the trainable weights (ZeRO-3) and write the PEFT adapter + tokenizer on rank 0."""
+    """Collective: gather the trainable weights (ZeRO-3) and write the PEFT adapter (or the whole model) + tokenizer on rank 0."""
     adapter_dir = Path(adapter_dir)
     tmp = adapter_dir.with_name(f".{adapter_dir.name}.tmp")
     if trainer.is_world_process_zero():

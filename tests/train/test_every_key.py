@@ -13,6 +13,7 @@ import json
 import typing
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 from pydantic import BaseModel
@@ -28,7 +29,8 @@ from medgo.train.deepspeed_config import deepspeed_config
 from medgo.train.flops import peak_flops
 from medgo.train.dpo_config import DPOConfig
 from medgo.train.kto_config import KTOConfig
-from medgo.train.pretrain import Cadence, export_shard_bytes, metrics_sink, prepare
+from medgo.train.checkpoint import TrainState
+from medgo.train.pretrain import Cadence, block_stream, export_shard_bytes, metrics_sink, prepare
 from medgo.train.pretrain_config import PretrainConfig
 from medgo.train.sft_config import SFTConfig
 from medgo.train.trl_stage import trainer_kwargs
@@ -159,6 +161,7 @@ def pretrain_view(cfg: PretrainConfig, key: str, tmp_path, tokenizer) -> dict:
         "drill": callbacks_view(cfg, tmp_path)[1],
         "export": export_shard_bytes(cfg, plan.total_steps, plan.total_steps),
         "validation": len(validation_blocks(cfg.data.corpus, cfg.data.eval_blocks)),
+        "stream": stream_view(cfg),
     }
     sink.close()
     if key.startswith("model.") or key == "train.activation_checkpointing":
@@ -167,12 +170,32 @@ def pretrain_view(cfg: PretrainConfig, key: str, tmp_path, tokenizer) -> dict:
     return view
 
 
+class ListShard:
+    """Stands in for a Ray Train dataset shard: 3,000 one-token blocks, numbered, in order every epoch."""
+
+    def iter_batches(self, batch_size, batch_format, prefetch_batches):
+        rows = np.arange(3000)[:, None]
+        for i in range(0, len(rows), batch_size):
+            yield {"input_ids": rows[i : i + batch_size]}
+
+
+def stream_view(cfg: PretrainConfig) -> list[list[int]]:
+    """The first 16 micro-batches the worker's stream yields."""
+    stream = block_stream(cfg, ListShard(), 0, TrainState(world_size=1))
+    return [next(stream)["input_ids"].flatten().tolist() for _ in range(16)]
+
+
+def lora_view(cfg) -> dict | None:
+    peft = preference_stage.peft_config(cfg, cfg.model) if isinstance(cfg, (DPOConfig, KTOConfig)) else cfg.lora.peft() if cfg.lora else None
+    return peft.to_dict() if peft else None
+
+
 def trl_view(cfg, key: str, tmp_path, tokenizer) -> dict:
     view = {
         **common_view(cfg, tmp_path),
         "args": trainer_kwargs(cfg, output_dir="x", dtype=resolve_dtype(cfg.model.dtype), use_gpu=False),
         "callbacks": callbacks_view(cfg, tmp_path),
-        "lora": (preference_stage.peft_config(cfg, cfg.model) if isinstance(cfg, (DPOConfig, KTOConfig)) else cfg.lora.peft()).to_dict(),
+        "lora": lora_view(cfg),
     }
     if key.startswith("model."):
         view["model"] = model_view(cfg.model, tokenizer)
