@@ -38,12 +38,11 @@ def steps(runs: str) -> dict[str, list[str]]:
         "corpus": ["corpus", "build", "--config", f"{CONFIGS}/corpus/tiny.yaml", "--output", runs],
         "pretrain": ["pretrain", "--config", f"{CONFIGS}/pretrain/quickstart.yaml", "--output", runs, "--corpus", corpus],
         "sft": ["sft", "--config", f"{CONFIGS}/sft/quickstart.yaml", "--output", runs, "--base", model],
-        "dpo": ["dpo", "--config", f"{CONFIGS}/dpo/quickstart.yaml", "--output", runs, "--base", model, "--adapter", f"{sft}/adapter"],
+        "dpo": ["dpo", "--config", f"{CONFIGS}/dpo/quickstart.yaml", "--output", runs, "--base", f"{sft}/model"],
         "eval": ["eval", "run", "--config", f"{CONFIGS}/eval/quickstart.yaml", "--output", runs,
-                 "--set", f"models.0.model.base_model={model}",
-                 "--set", f"models.1.model.base_model={model}", "--set", f"models.1.model.adapter={sft}/adapter",
-                 "--set", f"models.2.model.base_model={model}", "--set", f"models.2.model.adapter={dpo}/adapter"],
-        "generate": ["generate", "--config", f"{CONFIGS}/generate/tiny.yaml", "--set", f"model.base_model={model}", "--set", f"model.adapter={dpo}/adapter"],
+                 "--set", f"models.0.model.base_model={model}", "--set", f"models.1.model.base_model={sft}/model",
+                 "--set", f"models.2.model.base_model={sft}/model", "--set", f"models.2.model.adapter={dpo}/adapter"],
+        "generate": ["generate", "--config", f"{CONFIGS}/generate/tiny.yaml", "--set", f"model.base_model={sft}/model", "--set", f"model.adapter={dpo}/adapter"],
     }  # fmt: skip
 
 

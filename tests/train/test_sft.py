@@ -124,6 +124,9 @@ def test_unknown_key_is_rejected_by_name():
         load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", ["data.sources.0.format=cblue"])
     with pytest.raises(ConfigError, match="two sources are named qa"):
         load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", ["data.sources.0.path=medgo://assets/sft/qa.jsonl"])
+    with pytest.raises(ConfigError, match="no adapter to merge"):
+        load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", ["lora=null", "export.merged=true"])
+    assert load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", ["lora=null"]).lora is None
 
 
 def test_72b_config_carries_the_paper_hyper_parameters():
