@@ -98,3 +98,35 @@ def test_unigram_figures_on_a_hand_computed_corpus(tmp_path):
     assert entropy == pytest.approx(-(0.5 * math.log(0.5) + 2 * 0.25 * math.log(0.25)))
     # add-one over 4 types: p(0) = 3/8, p(3) = 1/8
     assert cross == pytest.approx(-(0.5 * math.log(3 / 8) + 0.5 * math.log(1 / 8)))
+
+
+def test_the_sft_rows_judge_parse_rates_and_count_the_tasks_above_the_majority_class(tmp_path):
+    from medgo.config import save_config
+    from medgo.eval.cblue import gold_file
+    from medgo.quickstart_table import cblue_rows
+
+    cfg = load_config(EvalConfig, CONFIGS / "eval" / "quickstart.yaml")
+    save_config(cfg, tmp_path / "config.yaml")
+    gold = {t: json.loads(gold_file(cfg, t).read_text(encoding="utf-8")) for t in cfg.cblue.tasks}
+
+    def write(model: str, task: str, reply) -> None:
+        """``reply(i, gold label)`` -> the parsed label, or None for an unparsed reply."""
+        out = tmp_path / "predictions" / model / f"{task}.jsonl"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{"keys": [r["id"]], "parsed": reply(i, r["label"]), "parse_ok": reply(i, r["label"]) is not None} for i, r in enumerate(gold[task])]
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+    for model in ("pretrained", "sft+dpo"):
+        write(model, "CHIP-STS", lambda i, y: "1")  # babble that parses: 100%, the majority class's accuracy
+        write(model, "KUAKE-QIC", lambda i, y: None)
+        write(model, "KUAKE-QQR", lambda i, y: "0")
+    write("sft", "CHIP-STS", lambda i, y: y if i % 3 else "0")  # every reply parses; two in three right
+    write("sft", "KUAKE-QIC", lambda i, y: None if i % 4 == 0 else y if i % 2 else "其他")  # 75% parsed
+    write("sft", "KUAKE-QQR", lambda i, y: "0")  # parses, the majority class's accuracy at best
+    rows = {r.measure.split(" (")[0]: r for r in cblue_rows(tmp_path, base="pretrained", tuned="sft")}
+    assert rows["CHIP-STS parse rate"].met is True, "a base already at 100% leaves no room to rise"
+    assert rows["KUAKE-QIC parse rate"].met is False and rows["KUAKE-QIC parse rate"].values["sft"] == pytest.approx(0.75)
+    assert rows["KUAKE-QQR parse rate"].met is True
+    counted = [r for m, r in rows.items() if m.startswith("tasks where")]
+    assert len(counted) == 1 and counted[0].values == {"value": 2} and counted[0].met is True
+    assert counted[0].measure.endswith("CHIP-STS, KUAKE-QIC")
