@@ -122,7 +122,9 @@ def _apps(tiny_adapter, key_file, tmp) -> dict:
     main = ServeSettings(adapters={"cardio": str(tiny_adapter)}, api_key_file=str(key_file), api_keys_env=None, database_url=f"sqlite:///{tmp / 'main.db'}", **common)
     # Every forward pass sleeps: an 8-token answer holds the busy replica for ~2 s.
     busy = ServeSettings(database_url=f"sqlite:///{tmp / 'busy.db'}", api_keys_env=None, max_batch_size=1, debug_step_delay_s=0.25, **common)
-    scaling = ServeSettings(database_url=f"sqlite:///{tmp / 'scaling.db'}", api_keys_env=None, max_batch_size=4, debug_step_delay_s=0.05, **common)
+    # The scaling app reaches its model replicas through Ray object references (the other apps: gRPC).
+    scaling = ServeSettings(database_url=f"sqlite:///{tmp / 'scaling.db'}", api_keys_env=None, max_batch_size=4, debug_step_delay_s=0.05,
+                            model_transport="ray", **common)  # fmt: skip
     one = {"autoscaling_config": None, "num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25}}
     autoscaling = {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 1, "downscale_delay_s": 3,
                    "metrics_interval_s": 0.5, "look_back_period_s": 2}
@@ -177,7 +179,7 @@ def busy_app(serve_apps):
 
 @pytest.fixture(scope="package")
 def scaling_app(serve_apps):
-    """At /scaling: autoscaling 1..2 replicas with target 1 ongoing request and short delays."""
+    """At /scaling: autoscaling 1..2 replicas with target 1 ongoing request and short delays; ``model_transport: ray``."""
     wait_running("scaling")
     return f"{serve_apps.url}/scaling"
 
