@@ -1,7 +1,7 @@
 """The quickstart's held-out splits: CBLUE sample sets with a dev split, and the doctors' pairs split in two.
 
     python -m medgo.quickstart_sets    # rewrites medgo/assets/quickstart/cblue/<TASK>/<TASK>_{train,dev}.json
-                                            # and medgo/assets/quickstart/dpo/pairs_{train,dev}.jsonl
+                                       # and medgo/assets/quickstart/dpo/pairs_{train,dev}.jsonl
 
 CBLUE: larger CHIP-STS, KUAKE-QIC and KUAKE-QQR files than ``assets/cblue``.
 Queries are composed from question patterns and slot values (diseases, symptoms, foods, tests...).

@@ -38,6 +38,7 @@ from medgo import console
 from medgo.config import ConfigError, save_config
 from medgo.model.loading import model_config_for, resolve_tokenizer_path
 from medgo.model.tokenizer import load_tokenizer, tokenizer_fingerprint
+from medgo.ray_utils import init_ray
 from medgo.train import checkpoint as ckpt
 from medgo.train import launcher
 from medgo.train.data import BlockStream, CorpusInfo, collate_blocks, corpus_info, open_shards, validation_blocks
@@ -47,7 +48,6 @@ from medgo.train.flops import Architecture, peak_flops
 from medgo.train.launcher import all_gather, all_reduce_sum, build_engine
 from medgo.train.metrics import MetricsSink, plot_loss_curve, read_metrics
 from medgo.train.pretrain_config import PretrainConfig
-from medgo.ray_utils import init_ray
 from medgo.train.worker import Worker, start_worker
 
 STAGE = PretrainConfig.stage

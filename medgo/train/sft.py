@@ -9,9 +9,10 @@ CBLUE tasks through the prompt templates evaluation uses too), turns each record
 ``messages``, counts and quarantines bad records (``data/rejected.jsonl``: file, line, reason),
 drops conversations whose first assistant token lies beyond ``train.max_length``, and writes
 ``data/train.parquet`` + ``data/counts.json``.  Every Ray Train worker then reads the Parquet and
-runs ``trl.SFTTrainer`` with a ``peft.LoraConfig`` (or, with ``lora: null``, on every weight), ``assistant_only_loss`` (only the assistant's
-tokens, ``<|im_end|>`` included, carry a label; the chat template marks them with
-``{% generation %}``) and DeepSpeed ZeRO-3 through the trainer's ``deepspeed`` dict.
+runs ``trl.SFTTrainer`` with a ``peft.LoraConfig`` (or, with ``lora: null``, on every weight),
+``assistant_only_loss`` (only the assistant's tokens, ``<|im_end|>`` included, carry a label; the
+chat template marks them with ``{% generation %}``) and DeepSpeed ZeRO-3 through the trainer's
+``deepspeed`` dict.
 
 Checkpoints are reported to Ray Train every ``train.save_steps``; after a worker failure
 (``ray.max_failures``), or when the same command runs again with the same ``run_name``

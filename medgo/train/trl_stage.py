@@ -199,7 +199,8 @@ def train_and_save(trainer, adapter_dir: str | Path, run_storage: str) -> dict:
 
     ``adapter_dir`` receives a standard PEFT directory (``adapter_config.json``,
     ``adapter_model.safetensors``) and the tokenizer files, written by rank 0 and replaced
-    atomically; a model trained without an adapter is saved there as a Hugging Face model directory.  Returns ``{"step", "start_step", "train_loss"}``.
+    atomically; a model trained without an adapter is saved there as a Hugging Face model
+    directory.  Returns ``{"step", "start_step", "train_loss"}``.
     """
     resume = resume_checkpoint(run_storage, trainer.args.process_index, trainer.args.world_size)
     start = checkpoint_step(resume)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,6 +20,19 @@ from medgo.assets import iter_sample_corpus
 from medgo.model.tokenizer import tokenizer_fingerprint
 
 BLOCK_SIZE = 64
+
+
+class FakeShard:
+    """Stands in for a Ray Train dataset shard: the same rows, in the same order, every epoch."""
+
+    def __init__(self, rows):
+        self.rows, self.epochs = rows, 0
+
+    def iter_batches(self, batch_size, batch_format, prefetch_batches):
+        assert batch_format == "numpy"
+        self.epochs += 1
+        for i in range(0, len(self.rows), batch_size):
+            yield {"input_ids": np.array(self.rows[i : i + batch_size], dtype=object)}
 
 
 def _blocks(ids: list[int], block_size: int) -> list[list[int]]:

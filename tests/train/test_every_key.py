@@ -36,7 +36,7 @@ from medgo.train.sft_config import SFTConfig
 from medgo.train.trl_stage import trainer_kwargs
 from medgo.train.worker import seed_worker
 
-from conftest import pack_corpus
+from conftest import FakeShard, pack_corpus
 
 EXEMPT = {
     "model.base_model": "names a model directory: loaded by medgo.model.loading (tests/model), written for workers by base_model.materialise_base (test_sft)",
@@ -170,18 +170,9 @@ def pretrain_view(cfg: PretrainConfig, key: str, tmp_path, tokenizer) -> dict:
     return view
 
 
-class ListShard:
-    """Stands in for a Ray Train dataset shard: 3,000 one-token blocks, numbered, in order every epoch."""
-
-    def iter_batches(self, batch_size, batch_format, prefetch_batches):
-        rows = np.arange(3000)[:, None]
-        for i in range(0, len(rows), batch_size):
-            yield {"input_ids": rows[i : i + batch_size]}
-
-
 def stream_view(cfg: PretrainConfig) -> list[list[int]]:
-    """The first 16 micro-batches the worker's stream yields."""
-    stream = block_stream(cfg, ListShard(), 0, TrainState(world_size=1))
+    """The first 16 micro-batches the worker's stream yields from 3,000 numbered one-token blocks."""
+    stream = block_stream(cfg, FakeShard([np.array([i]) for i in range(3000)]), 0, TrainState(world_size=1))
     return [next(stream)["input_ids"].flatten().tolist() for _ in range(16)]
 
 

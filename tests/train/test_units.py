@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import FakeShard
 from safetensors.torch import load_file
 
 from medgo.config import ConfigError, ModelConfig, build_config, load_config
@@ -60,19 +61,6 @@ def test_collate_pads_a_short_last_block():
     batch = collate_blocks({"input_ids": np.array([np.arange(4), np.arange(2)], dtype=object)}, pad_id=0)
     assert batch["input_ids"].tolist() == [[0, 1, 2, 3], [0, 1, 0, 0]]
     assert batch["labels"].tolist() == [[0, 1, 2, 3], [0, 1, IGNORE_INDEX, IGNORE_INDEX]]
-
-
-class FakeShard:
-    """Stands in for a Ray Train dataset shard: the same rows, in the same order, every epoch."""
-
-    def __init__(self, rows):
-        self.rows, self.epochs = rows, 0
-
-    def iter_batches(self, batch_size, batch_format, prefetch_batches):
-        assert batch_format == "numpy"
-        self.epochs += 1
-        for i in range(0, len(self.rows), batch_size):
-            yield {"input_ids": np.array(self.rows[i : i + batch_size], dtype=object)}
 
 
 def test_block_stream_resumes_at_the_next_unseen_block():
