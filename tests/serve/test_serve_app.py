@@ -104,14 +104,15 @@ def test_no_prompt_or_answer_text_in_serve_logs(main_app, oai, ray_session):
 
 def test_metrics_reach_prometheus(main_app, oai, ray_session):
     oai.chat.completions.create(model="medgo-tiny", messages=MSG, max_tokens=3, extra_body={"ignore_eos": True})
+    assert httpx.get(f"{main_app.url}/v1/models").status_code == 401  # no key: counted with status 401
     port = ray_session._private.worker._global_node.metrics_export_port
     wanted = ["ray_medgo_requests_total", "ray_medgo_completion_tokens_total", "ray_medgo_request_latency_seconds_bucket",
               "ray_medgo_time_to_first_token_seconds_bucket", "ray_medgo_feedback_total"]
     deadline, found = time.monotonic() + 60, {}
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # each replica exports on its own schedule: wait for every line asserted below
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
         found = {name: [line for line in page.splitlines() if line.startswith(name + "{")] for name in wanted}
-        if all(found.values()):
+        if all(found.values()) and any('status="401"' in line for line in found["ray_medgo_requests_total"]):
             break
         time.sleep(2)
     assert all(found.values()), {k: len(v) for k, v in found.items()}
