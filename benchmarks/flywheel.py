@@ -9,6 +9,8 @@ judgements), runs the gate on both versions and registers the candidate.  The se
 step (read, data, train, gate, register) come from the round's report.  The p99 latency during a
 promote, against steady state, comes from ``benchmarks/flywheel_promote.py``, run as its own process
 (it starts its own Ray and Serve app).
+The terminal shows a bar per part and the figures; Ray's and the libraries' own lines go to
+``benchmarks/results/logs/flywheel-<time>.log`` (``--verbose``: everything on the terminal).
 Prints the figures and writes benchmarks/results/flywheel.json.
 """
 
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from medgo import console
 from medgo.assets import asset_path
 from medgo.config import load_config
 from medgo.flywheel.config import FlywheelConfig
@@ -57,9 +61,16 @@ def promote_latency() -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--set", dest="overrides", action="append", default=[], help="override a key of the round's config")
+    p.add_argument("--verbose", action="store_true", help="show every line of Ray and the libraries")
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        result = {"round": one_round(Path(tmp), args.overrides), "promote": promote_latency()}
+    if args.verbose:
+        os.environ[console.VERBOSE_ENV] = "1"
+    log = None if console.verbose() else console.log_path_for(RESULTS.parent, "flywheel")
+    with tempfile.TemporaryDirectory() as tmp, console.Console(log) as con:
+        with con.stage("round"):
+            result = {"round": one_round(Path(tmp), args.overrides)}
+        with con.stage("promote"):
+            result["promote"] = promote_latency()
     r = result["round"]
     print(f"round: {r['seconds_total']} s ({', '.join(f'{k} {v} s' for k, v in r['seconds_by_step'].items())}); "
           f"{r['judgements']['current']} judgements, method {r['method']}, candidate {r['status']}")  # fmt: skip
