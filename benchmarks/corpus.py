@@ -21,7 +21,8 @@ Prints the ratio at both sizes against the target (0.5) and writes
 ``benchmarks/results/corpus.json`` (``throughput_ratio``: the lower of the two), including the
 time the measured rate projects for 14B tokens on 8 nodes x 96 cores: every step, packing and
 duplicate clustering included, runs in parallel, so the larger build's core-seconds per token
-scale linearly with cores.
+scale linearly with cores.  Ray's and the libraries' lines go to ``benchmarks/results/logs/corpus-<time>.log``
+(``MEDGO_VERBOSE=1``: on the terminal).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from medgo import console  # noqa: E402
 from medgo.assets import CORPUS_DIR  # noqa: E402
 from medgo.corpus.config import SAMPLE_CATEGORIES, CorpusConfig  # noqa: E402
 from medgo.corpus.phi_testset import generate  # noqa: E402
@@ -219,20 +221,21 @@ def main() -> None:
     cpus = os.cpu_count() or 1
     tmp = Path(tempfile.mkdtemp(prefix="medgo-corpus-bench-"))
     try:
-        small = synthesize(tmp / "x1", args.mb, seed=1)
-        large = synthesize(tmp / f"x{args.scale}", args.mb * args.scale, seed=2)
-        sizes = {d.name: round(sum(f.stat().st_size for f in d.iterdir()) / 1e6, 1) for d in (small, large)}
-        backend = backend_from_json(load_tokenizer().backend_tokenizer.to_str())
-        pdf_rate = pdf_reader_rate(args.pdf_seconds)
-        gc.collect()
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-        time.sleep(2)
-        idle = PeakMemory.now()
-        x1 = size_result(*raw_rate(sorted(small.iterdir()), backend, lambda: build(small, tmp / "out1")))
-        peak1 = MEMORY_PEAKS.pop()
-        x4 = size_result(*raw_rate(sorted(large.iterdir()), backend, lambda: build(large, tmp / "out4")))
-        peak4 = MEMORY_PEAKS.pop()
-        ray.shutdown()
+        with console.quietly("corpus", RESULTS.parent):
+            small = synthesize(tmp / "x1", args.mb, seed=1)
+            large = synthesize(tmp / f"x{args.scale}", args.mb * args.scale, seed=2)
+            sizes = {d.name: round(sum(f.stat().st_size for f in d.iterdir()) / 1e6, 1) for d in (small, large)}
+            backend = backend_from_json(load_tokenizer().backend_tokenizer.to_str())
+            pdf_rate = pdf_reader_rate(args.pdf_seconds)
+            gc.collect()
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            time.sleep(2)
+            idle = PeakMemory.now()
+            x1 = size_result(*raw_rate(sorted(small.iterdir()), backend, lambda: build(small, tmp / "out1")))
+            peak1 = MEMORY_PEAKS.pop()
+            x4 = size_result(*raw_rate(sorted(large.iterdir()), backend, lambda: build(large, tmp / "out4")))
+            peak4 = MEMORY_PEAKS.pop()
+            ray.shutdown()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -258,13 +261,16 @@ def main() -> None:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    for name, size in (("x1", x1), (f"x{args.scale}", x4)):
+        steps = ", ".join(f"{step} {sec:.1f}" for step, sec in size["end_to_end"]["steps_s"].items())
+        print(f"steps {name}, seconds: {steps} (raw tokenize {size['raw_tokenize']['seconds']:.1f})")
     for name, size in (("x1", x1), (f"x{args.scale}", x4)):
         verdict = "met" if size["throughput_ratio"] >= 0.5 else "MISSED"
         print(f"throughput ratio {name} ({sizes[name]} MB, end to end / raw tokenize): {size['throughput_ratio']:.3f} wall-clock, {size['cpu_throughput_ratio']:.3f} per CPU-second (target >= 0.5: {verdict})")
     print(f"peak memory ratio x{args.scale}/x1: total {result['memory']['ratio_total']:.3f}, above idle {result['memory']['ratio_above_idle']:.3f} (target < 1.3)")
     print(f"PDF reader (pdfminer.six): {pdf_rate['pages_per_s']:.1f} pages/s ({pdf_rate['pages_per_cpu_s']:.1f} per CPU-second), {pdf_rate['chars_per_s']:,} characters/s in one process ({pdf_rate['pages']} pages)")
     print(f"projected 14B tokens on {NODES}x{CORES_PER_NODE} cores, parallel steps only: {result['projection_14B_tokens_8x96_cores']['hours']:.2f} h")
+    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ step (read, data, train, gate, register) come from the round's report.  The p99 
 promote, against steady state, comes from ``benchmarks/flywheel_promote.py``, run as its own process
 (it starts its own Ray and Serve app).
 The terminal shows a bar per part and the figures; Ray's and the libraries' own lines go to
-``benchmarks/results/logs/flywheel-<time>.log`` (``--verbose``: everything on the terminal).
+``benchmarks/results/logs/flywheel-<time>.log`` (``MEDGO_VERBOSE=1``: everything on the terminal).
 Prints the figures and writes benchmarks/results/flywheel.json.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -61,10 +60,7 @@ def promote_latency() -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--set", dest="overrides", action="append", default=[], help="override a key of the round's config")
-    p.add_argument("--verbose", action="store_true", help="show every line of Ray and the libraries")
     args = p.parse_args()
-    if args.verbose:
-        os.environ[console.VERBOSE_ENV] = "1"
     log = None if console.verbose() else console.log_path_for(RESULTS.parent, "flywheel")
     with tempfile.TemporaryDirectory() as tmp, console.Console(log) as con:
         with con.stage("round"):

@@ -18,6 +18,7 @@ Side by side in one process (a local Ray with Serve on port 18100):
    show where serving goes.
 Every request generates exactly its ``max_tokens`` (``ignore_eos``), so both sides do equal work.
 Prints the figures and writes benchmarks/results/serve.json.
+Ray's and the libraries' lines go to ``benchmarks/results/logs/serve-<time>.log`` (``MEDGO_VERBOSE=1``: on the terminal).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import psutil
 import torch
 from tqdm import tqdm
 
+from medgo import console
 from medgo.config import ModelConfig
 from medgo.model import load_model_and_tokenizer
 from medgo.serve.app import compose
@@ -261,24 +263,25 @@ def main() -> None:
     from ray import serve
 
     torch.set_num_threads(THREADS)
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
-    with tempfile.TemporaryDirectory() as tmp:
-        url = deploy(Path(tmp), args.stream_interval_ms, args.model_transport)
-        single = interleaved_medians({"direct_generate_s": DirectGenerate(args.single_tokens), "direct_engine_s": DirectEngine(args.single_tokens),
-                                      "http_serve_s": OverHTTP(f"{url}/batched", args.single_tokens)}, args.repeats)
-        engines = {name: EngineAlone(batch, args.stream_interval_ms) for name, batch in (("batched", 16), ("serial", 1))}
-        for name, engine in engines.items():  # warm-up
-            asyncio.run(load(engine, args.clients, 1, args.max_tokens, True, f"engine {name} warm-up"))
-        # Each round runs every configuration once, so all of them see the same machine load.
-        runs: dict[tuple[str, str, bool], list[dict]] = {
-            (side, name, stream): [] for stream in (True, False) for name in ("batched", "serial") for side in ("engine", "http")}
-        for _ in range(args.rounds):
-            for side, name, stream in runs:
-                target = engines[name] if side == "engine" else f"{url}/{name}"
-                runs[side, name, stream].append(asyncio.run(load(target, args.clients, args.requests, args.max_tokens, stream, f"{side} {name}")))
-        for engine in engines.values():
-            engine.close()
-        serve.shutdown()
+    with console.quietly("serve", RESULTS.parent):
+        ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
+        with tempfile.TemporaryDirectory() as tmp:
+            url = deploy(Path(tmp), args.stream_interval_ms, args.model_transport)
+            single = interleaved_medians({"direct_generate_s": DirectGenerate(args.single_tokens), "direct_engine_s": DirectEngine(args.single_tokens),
+                                          "http_serve_s": OverHTTP(f"{url}/batched", args.single_tokens)}, args.repeats)
+            engines = {name: EngineAlone(batch, args.stream_interval_ms) for name, batch in (("batched", 16), ("serial", 1))}
+            for name, engine in engines.items():  # warm-up
+                asyncio.run(load(engine, args.clients, 1, args.max_tokens, True, f"engine {name} warm-up"))
+            # Each round runs every configuration once, so all of them see the same machine load.
+            runs: dict[tuple[str, str, bool], list[dict]] = {
+                (side, name, stream): [] for stream in (True, False) for name in ("batched", "serial") for side in ("engine", "http")}
+            for _ in range(args.rounds):
+                for side, name, stream in runs:
+                    target = engines[name] if side == "engine" else f"{url}/{name}"
+                    runs[side, name, stream].append(asyncio.run(load(target, args.clients, args.requests, args.max_tokens, stream, f"{side} {name}")))
+            for engine in engines.values():
+                engine.close()
+            serve.shutdown()
     merged = {key: merge(rs) for key, rs in runs.items()}
     batched, serial = merged["http", "batched", True], merged["http", "serial", True]
     whole = {name: merged["http", name, False] for name in ("batched", "serial")}

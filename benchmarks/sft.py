@@ -24,6 +24,7 @@ positions computed, dropping the padding speeds training up by 1 / (1 - the padd
 printed beside the ratio (``padding_ceiling``; attention, quadratic in a row's length and masked
 in the padded rows, moves the measured ratio off it).  Prints the ratio (packed / padded tokens/s, median of the
 rounds) against its target of 1.5 and writes ``benchmarks/results/sft.json``.
+Ray's and the libraries' lines go to ``benchmarks/results/logs/sft-<time>.log`` (``MEDGO_VERBOSE=1``: on the terminal).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from medgo import console
 from medgo.config import load_config
 from medgo.model.tokenizer import load_tokenizer
 from medgo.train.sft import FIXED, load_policy, packed_rows, read_mixture
@@ -92,18 +94,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     common = ["train.num_train_epochs=1", "train.logging_steps=1000000", "train.save_steps=1000000", f"train.max_length={args.max_length}", "train.gradient_accumulation_steps=1"]
-    tokenizer = load_tokenizer()
-    rows, _, _ = read_mixture(load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", common), tokenizer)
-    picked = rows[:: max(1, len(rows) // args.conversations)][: args.conversations]
-    conversations = [r["messages"] for r in picked]
-    args.packed_rows = packed_rows([r["tokens"] for r in picked], args.max_length)
-    args.packed_batch = args.packed_batch or max(1, round(args.packed_rows / math.ceil(len(conversations) / args.batch)))
-    cfgs = {mode: load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", [*common, f"train.packing={str(mode == 'packed').lower()}", f"train.per_device_train_batch_size={batch}"])
-            for mode, batch in (("padded", args.batch), ("packed", args.packed_batch))}  # fmt: skip
-    runs = {mode: [] for mode in cfgs}
-    for _ in range(args.rounds):
-        for mode, cfg in cfgs.items():
-            runs[mode].append(one_epoch(cfg, tokenizer, conversations))
+    with console.quietly("sft", RESULTS.parent):
+        tokenizer = load_tokenizer()
+        rows, _, _ = read_mixture(load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", common), tokenizer)
+        picked = rows[:: max(1, len(rows) // args.conversations)][: args.conversations]
+        conversations = [r["messages"] for r in picked]
+        args.packed_rows = packed_rows([r["tokens"] for r in picked], args.max_length)
+        args.packed_batch = args.packed_batch or max(1, round(args.packed_rows / math.ceil(len(conversations) / args.batch)))
+        cfgs = {mode: load_config(SFTConfig, "jobs/configs/sft/tiny.yaml", [*common, f"train.packing={str(mode == 'packed').lower()}", f"train.per_device_train_batch_size={batch}"])
+                for mode, batch in (("padded", args.batch), ("packed", args.packed_batch))}  # fmt: skip
+        runs = {mode: [] for mode in cfgs}
+        for _ in range(args.rounds):
+            for mode, cfg in cfgs.items():
+                runs[mode].append(one_epoch(cfg, tokenizer, conversations))
     report(args, conversations, runs)
 
 

@@ -219,6 +219,14 @@ def _ray_is_up() -> bool:
     return bool(ray is not None and ray.is_initialized())
 
 
+@contextmanager
+def quietly(name: str, folder: Path):
+    """A block whose output goes to ``<folder>/logs/<name>-<time>.log`` behind one bar (a benchmark's
+    measurements, say); with ``MEDGO_VERBOSE=1`` nothing is captured.  Print results after it."""
+    with Console(None if verbose() else log_path_for(folder, name)) as con, con.stage(name):
+        yield con
+
+
 def log_path_for(folder: Path, command: str) -> Path:
     """``<folder>/logs/<command>-<YYYYmmdd-HHMMSS>.log``."""
     return Path(folder) / "logs" / f"{command.replace(' ', '-')}-{time.strftime('%Y%m%d-%H%M%S')}.log"

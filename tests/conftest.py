@@ -14,6 +14,11 @@ def pytest_configure(config):
     if "MEDGO_CACHE" not in os.environ:
         os.environ["MEDGO_CACHE"] = str(config.rootpath / ".pytest_cache" / "medgo")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # The libraries' own deprecation warnings that medgo's commands filter stay out of the summary too.
+    from medgo.console import LIBRARY_WARNINGS
+
+    for category, message in LIBRARY_WARNINGS:
+        config.addinivalue_line("filterwarnings", f"ignore:{message}:{category.__name__}")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -84,3 +84,28 @@ def test_medgo_command_prints_its_log_path_bar_and_reply(tmp_path):
     assert lines[1].startswith("generate") and "1/1" in lines[1]
     assert lines[2].startswith("用户: ") and lines[3].startswith("模型: ") and len(lines) == 4
     assert proc.stderr == ""
+
+
+QUIET_BLOCK = """
+import sys
+from pathlib import Path
+from medgo import console
+with console.quietly("bench", Path(sys.argv[1])):
+    print("measuring")
+print("result: 1.5x")
+"""
+
+
+def test_quietly_puts_a_block_behind_one_bar_and_verbose_shows_it(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", QUIET_BLOCK, str(tmp_path)], capture_output=True, text=True, env=env(), cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    log = Path(lines[0].removeprefix("log: "))
+    assert log.parent == tmp_path / "logs" and log.name.startswith("bench-")
+    assert re.fullmatch(r"bench\s+100%\|#+\| 1/1 \[00:0\d\]", lines[1]), lines[1]
+    assert lines[2:] == ["result: 1.5x"]
+    assert log.read_text() == "measuring\n"
+
+    proc = subprocess.run([sys.executable, "-c", QUIET_BLOCK, str(tmp_path / "v")], capture_output=True, text=True, env=env(MEDGO_VERBOSE="1"), cwd=ROOT, timeout=120)
+    assert proc.stdout.splitlines() == ["measuring", "result: 1.5x"]
+    assert not (tmp_path / "v").exists()

@@ -134,7 +134,7 @@ def test_a_packed_batch_scores_every_conversation_as_if_alone(tokenizer, tmp_pat
     model = load_policy(ModelConfig(base_model="tiny"), tokenizer, packing).eval()
     assert model.config._attn_implementation == ("sdpa_packed" if packing else "sdpa")
     conversations, _ = read_source(SFTSource(path="medgo://assets/sft/qa.jsonl", format="qa", max_samples=12))
-    args = TRLSFTConfig(output_dir=str(tmp_path), max_length=512, per_device_train_batch_size=2, packing=True, bf16=False, report_to="none", use_cpu=True, **FIXED)
+    args = TRLSFTConfig(output_dir=str(tmp_path), max_length=512, per_device_train_batch_size=2, packing=True, bf16=False, activation_checkpointing=False, report_to="none", use_cpu=True, **FIXED)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list([{"messages": m} for m in conversations]), processing_class=tokenizer)
     batch = next(iter(trainer.get_train_dataloader()))
     assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # padding-free: one flat row
