@@ -61,8 +61,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--set", dest="overrides", action="append", default=[], help="override a key of the round's config")
     args = p.parse_args()
-    log = None if console.verbose() else console.log_path_for(RESULTS.parent, "flywheel")
-    with tempfile.TemporaryDirectory() as tmp, console.Console(log) as con:
+    with tempfile.TemporaryDirectory() as tmp, console.logging_to(RESULTS.parent, "flywheel") as con:
         with con.stage("round"):
             result = {"round": one_round(Path(tmp), args.overrides)}
         with con.stage("promote"):

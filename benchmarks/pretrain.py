@@ -219,14 +219,15 @@ def report(args, raw: dict[str, list[float]], parts: dict, params: int) -> None:
     median = {k: statistics.median(v) for k, v in raw.items()}
     best = {k: max(v) for k, v in raw.items()}  # the round least disturbed by other processes
     setup = {**vars(args), "params": params, "cpu_count": os.cpu_count(), "threads_per_worker": 1, "load_average": os.getloadavg()}
-    headline = ratios(median)["ray_zero0_over_plain"]
+    ratio_median = ratios(median)
+    headline = ratio_median["ray_zero0_over_plain"]
     out = {"ratio": headline, "target": TARGET, "met": headline >= TARGET, "setup": setup, "tokens_per_s_median": median, "tokens_per_s_best": best, "tokens_per_s_per_round": raw,
-           "ratios_median": ratios(median), "ratios_best": ratios(best), "step_breakdown_2_workers_zero3": parts}
+           "ratios_median": ratio_median, "ratios_best": ratios(best), "step_breakdown_2_workers_zero3": parts}
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1), encoding="utf-8")
     for name, value in median.items():
         print(f"{name:28s} median {value:7.0f} tokens/s, best {best[name]:7.0f}   (rounds: {', '.join(f'{v:.0f}' for v in raw[name])})")
-    for (name, med), b in zip(ratios(median).items(), ratios(best).values()):
+    for (name, med), b in zip(ratio_median.items(), ratios(best).values()):
         target = f"   (target >= {TARGET}: {'met' if med >= TARGET else 'MISSED'})" if name == "ray_zero0_over_plain" else ""
         print(f"ratio {name:40s} median {med:.3f}   best {b:.3f}{target}")
     print("2-worker ZeRO-3 step: " + ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in parts.items()))

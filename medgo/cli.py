@@ -108,9 +108,7 @@ def stage_console(name: str, cfg) -> console.Console | nullcontext:
     """The running console (``medgo.quickstart``'s), or one logging to ``<output_dir>/logs/``."""
     if console.active() is not None:
         return nullcontext(console.active())
-    if console.verbose():
-        return console.Console(None)
-    return console.Console(console.log_path_for(Path(cfg.output_dir), name))
+    return console.logging_to(Path(cfg.output_dir), name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -219,11 +219,16 @@ def _ray_is_up() -> bool:
     return bool(ray is not None and ray.is_initialized())
 
 
+def logging_to(folder: Path, command: str) -> Console:
+    """A console logging to ``<folder>/logs/<command>-<time>.log``; capturing nothing with ``MEDGO_VERBOSE=1``."""
+    return Console(None if verbose() else log_path_for(folder, command))
+
+
 @contextmanager
 def quietly(name: str, folder: Path):
     """A block whose output goes to ``<folder>/logs/<name>-<time>.log`` behind one bar (a benchmark's
     measurements, say); with ``MEDGO_VERBOSE=1`` nothing is captured.  Print results after it."""
-    with Console(None if verbose() else log_path_for(folder, name)) as con, con.stage(name):
+    with logging_to(folder, name) as con, con.stage(name):
         yield con
 
 

@@ -65,16 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verbose:
         os.environ[console.VERBOSE_ENV] = "1"
-    log = None if console.verbose() else console.log_path_for(Path(args.runs), "quickstart")
     times: dict[str, float] = {}
-    with console.Console(log) as con:
+    with console.logging_to(Path(args.runs), "quickstart") as con:
         for name, argv_ in steps(args.runs).items():
             print(f"\n==> medgo {' '.join(argv_)}", flush=True)  # the log, or the terminal with --verbose
             start = time.perf_counter()
             rc = medgo(argv_)
             times[name] = time.perf_counter() - start
             if rc:
-                con.say(f"quickstart: 'medgo {' '.join(argv_[:2])}' failed with exit code {rc}" + (f"; see {log}" if log else ""))
+                con.say(f"quickstart: 'medgo {' '.join(argv_[:2])}' failed with exit code {rc}" + (f"; see {con.log_path}" if con.log_path else ""))
                 return rc
         start = time.perf_counter()
         result = learning_table(args.runs)

@@ -212,9 +212,8 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.verbose:
         os.environ[console.VERBOSE_ENV] = "1"
-    log = None if console.verbose() else console.log_path_for(Path(args.output), "flywheel-demo")
     try:
-        with console.Console(log):
+        with console.logging_to(Path(args.output), "flywheel-demo"):
             demo(args)
     finally:
         import ray
