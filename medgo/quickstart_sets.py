@@ -1,15 +1,18 @@
 """The quickstart's held-out splits: CBLUE sample sets with a dev split, and the doctors' pairs split in two.
 
-    python -m medgo.quickstart_sets    # rewrites medgo/assets/quickstart/cblue/<TASK>/<TASK>_{train,dev}.json
+    python -m medgo.quickstart_sets    # rewrites medgo/assets/quickstart/cblue/<TASK>/<TASK>_{train,dev}.json,
+                                       # medgo/assets/quickstart/promptcblue/{train,dev}.json
                                        # and medgo/assets/quickstart/dpo/pairs_{train,dev}.jsonl
 
-CBLUE: larger CHIP-STS, KUAKE-QIC and KUAKE-QQR files than ``assets/cblue``.
-Queries are composed from question patterns and slot values (diseases, symptoms, foods, tests...).
-The split is by slot value: every disease, symptom, food, herb, test and procedure belongs either
-to the train or to the dev side, so no dev query is a train query with a word changed back, and a
-model can only score on dev by reading the question's form, not by remembering it.  The files
-have the native layout of each task (``medgo.data.cblue`` reads them); the output is the same for
-every run (a fixed seed).
+CBLUE: CHIP-STS, KUAKE-QIC and CHIP-CTC sets, larger than ``assets/cblue``.
+Items are composed from patterns and slot values (diseases, symptoms, foods, drugs, tests...).
+The split is by slot value: every disease, symptom, food, herb, drug, test and procedure belongs
+either to the train or to the dev side (a CHIP-CTC category without slots has its own sentences on
+each side), so no dev item is a train item with a word changed back, and a model can only score
+on dev by reading the item's form, not by remembering it.  Each set is written twice: in the
+native layout of its task (``medgo.data.cblue`` reads it) and as PromptCBLUE rows (``input`` asks
+with the options, ``target`` is the label word PromptCBLUE's evaluator reads), which the
+quickstart trains and evaluates on.  The output is the same for every run (a fixed seed).
 
 Doctors' pairs: every preference pair the sample feedback and the ready-made pairs give
 (:func:`medgo.train.preference.build_preferences`, de-identified), split by prompt so that no
@@ -23,6 +26,8 @@ import json
 import random
 from pathlib import Path
 
+from medgo.data.answers import CTC_ZH
+from medgo.data.cblue_gold import CTC_LABELS
 from medgo.data.paths import asset_uri
 
 OUT = Path(__file__).resolve().parent / "assets" / "quickstart"
@@ -109,39 +114,66 @@ def sts(side: int, n: int, rng: random.Random) -> list[dict]:
     return out
 
 
-# ----------------------------------------------------------------------------- KUAKE-QQR
+# ----------------------------------------------------------------------------- CHIP-CTC
 
-QQR_TOPICS = {  # paraphrases of a query about {d}, and narrower versions (a subset of its meaning)
-    "treat": (["{d}怎么治疗", "{d}如何治疗", "{d}的治疗方法"], ["{g}{d}怎么治疗", "{d}吃什么药治疗", "{d}手术治疗怎么做"]),
-    "cause": (["{d}的原因", "{d}是什么原因引起的", "为什么会得{d}"], ["{g}{d}的原因", "{d}反复发作的原因"]),
-    "diet": (["{d}吃什么好", "{d}饮食", "{d}应该吃什么"], ["{d}能吃{f}吗", "{g}{d}吃什么好"]),
-    "symptom": (["{d}的症状", "{d}有什么症状", "{d}有哪些表现"], ["{g}{d}的症状", "{d}早期症状"]),
+DRUGS = (["阿司匹林", "青霉素", "华法林", "二甲双胍", "布洛芬", "头孢类抗生素", "糖皮质激素"], ["磺胺类药物", "他汀类药物", "胰岛素", "氯吡格雷", "造影剂"])
+SURGERIES = (["冠脉支架植入", "胃大部切除", "髋关节置换", "甲状腺切除"], ["心脏搭桥", "肝移植", "肾移植", "脊柱融合"])
+NUMBERS = (["2", "3", "4", "6", "8"], ["5", "7", "9", "10", "12"])
+AGES = (["18", "20", "40", "60", "65", "70"], ["16", "30", "45", "50", "75", "80"])
+CTC_PATTERNS = {  # native label: patterns with slots, or ([train patterns], [dev patterns]) for a category without slots
+    "Age": ["年龄{a}岁以上", "年龄不超过{a}岁", "年龄小于{a}岁者", "{a}岁及以上的患者"],
+    "Disease": ["确诊为{d}的患者", "合并严重{d}者", "既往有{d}病史", "{n}个月内新发{d}"],
+    "Allergy Intolerance": ["对{m}过敏者", "已知对{m}或其辅料过敏", "有{m}过敏史"],
+    "Pharmaceutical Substance or Drug": ["近{n}周内使用过{m}", "正在服用{m}的患者", "入组前{n}个月内接受过{m}治疗"],
+    "Laboratory Examinations": ["{t}高于正常值上限{n}倍", "实验室检查{t}异常", "{t}超过正常范围"],
+    "Therapy or Surgery": ["{n}个月内接受过{u}手术", "既往接受过{u}术者", "计划在研究期间进行{u}手术"],
+    "Smoking Status": ["每天吸烟超过{n}支", "吸烟史{n}年以上", "戒烟不足{n}个月者"],
+    "Alcohol Consumer": ["每周饮酒超过{n}次", "每天饮白酒超过{n}两", "酒精依赖史{n}年以上"],
+    "Pregnancy-related Activity": (["妊娠期或哺乳期妇女", "计划在研究期间怀孕者", "育龄期妇女妊娠试验阳性"], ["孕妇或正在哺乳的妇女", "研究期间有生育计划者"]),
+    "Consent": (["自愿签署知情同意书", "能够理解并签署知情同意书者", "患者本人同意参加本研究"], ["受试者或其监护人签署知情同意", "愿意参加研究并签字同意"]),
 }
 
 
-def qqr(side: int, n: int, rng: random.Random) -> list[dict]:
-    topics, out, seen = list(QQR_TOPICS), [], set()
+def ctc(side: int, n: int, rng: random.Random) -> list[dict]:
+    labels, out, seen = list(CTC_PATTERNS), [], set()
+    slots = {"a": AGES, "d": DISEASES, "n": NUMBERS, "m": DRUGS, "t": TESTS, "u": SURGERIES}
     while len(out) < n:
-        label, t = "210"[len(out) % 3], rng.choice(topics)
-        same, narrower = QQR_TOPICS[t]
-        d, d2 = rng.sample(DISEASES[side], 2)
-        slots = {"d": d, "f": rng.choice(FOODS[side]), "g": rng.choice(GROUPS[side])}
-        if label == "2":
-            q1, q2 = (p.format(**slots) for p in rng.sample(same, 2))
-        elif label == "1":
-            q1, q2 = rng.choice(same).format(**slots), rng.choice(narrower).format(**slots)
-        else:  # the narrower query first (the second is its superset), or another disease
-            q1, q2 = (rng.choice(narrower).format(**slots), rng.choice(same).format(**slots)) if rng.random() < 0.5 else \
-                (rng.choice(same).format(**slots), rng.choice(same).format(**{**slots, "d": d2}))
-        if (q1, q2) not in seen and q1 != q2:
-            seen.add((q1, q2))
-            out.append({"id": "", "query1": q1, "query2": q2, "label": label})
+        label = labels[len(out) % len(labels)]
+        patterns = CTC_PATTERNS[label]
+        for _ in range(50):  # a new sentence where the category has one left; a few categories repeat theirs
+            pattern = rng.choice(patterns[side] if isinstance(patterns, tuple) else patterns)
+            text = pattern.format(**{k: rng.choice(v[side]) for k, v in slots.items()}) + "；"
+            if text not in seen:
+                break
+        seen.add(text)
+        out.append({"id": "", "label": label, "text": text})
     return out
+
+
+# ----------------------------------------------------------------------------- PromptCBLUE layout
+
+QIC_PROMPTCBLUE = {"疾病表述": "疾病描述", "其他": "非上述类型"}  # the native label names PromptCBLUE words differently
+QIC_CHOICES = ["病情诊断", "病因分析", "治疗方案", "就医建议", "指标解读", "疾病描述", "后果表述", "注意事项", "功效作用", "医疗费用", "非上述类型"]
+CTC_CHOICES = {label: CTC_ZH[CTC_LABELS.index(label)] for label in CTC_PATTERNS}
+"""The categories the CHIP-CTC set uses, by their PromptCBLUE names (its options list these only)."""
+
+
+def promptcblue_row(task: str, row: dict, split: str) -> dict:
+    """One native item as a PromptCBLUE row (``input`` with the options, ``target`` the answer word),
+    in the layout and with the label words of PromptCBLUE's files and evaluator."""
+    if task == "CHIP-STS":
+        ask, choices, target = f"以下两句话的意思相同的吗？选项：是的，不是\n“{row['text1']}”，“{row['text2']}”。", ["是的", "不是"], "是的" if row["label"] == "1" else "不是"
+    elif task == "KUAKE-QIC":
+        ask, choices, target = f"判断下面搜索词的意图，选项：{'，'.join(QIC_CHOICES)}\n搜索词：{row['query']}", QIC_CHOICES, QIC_PROMPTCBLUE.get(row["label"], row["label"])
+    else:
+        ask, choices, target = f"判断临床试验筛选标准的类型，选项：{'，'.join(CTC_CHOICES.values())}\n筛选标准：{row['text']}", list(CTC_CHOICES.values()), CTC_CHOICES[row["label"]]
+    return {"input": f"{ask}\n答：", "target": target, "answer_choices": choices, "task_type": "cls",
+            "task_dataset": task, "sample_id": f"{task}-{split}-{row['id'].split('-')[-1]}"}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- files
 
-BUILDERS = {"CHIP-STS": sts, "KUAKE-QIC": qic, "KUAKE-QQR": qqr}
+BUILDERS = {"CHIP-STS": sts, "KUAKE-QIC": qic, "CHIP-CTC": ctc}
 
 
 def build(task: str, split: str) -> list[dict]:
@@ -181,9 +213,14 @@ def write(path: Path, text: str) -> None:
 
 
 def main(out: Path = OUT) -> None:
+    promptcblue: dict[str, list[dict]] = {split: [] for split in SIZES}
     for task in BUILDERS:
         for split in SIZES:
-            write(out / "cblue" / task / f"{task}_{split}.json", json.dumps(build(task, split), ensure_ascii=False, indent=1) + "\n")
+            rows = build(task, split)
+            promptcblue[split] += [promptcblue_row(task, r, split) for r in rows]
+            write(out / "cblue" / task / f"{task}_{split}.json", json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    for split, rows in promptcblue.items():
+        write(out / "promptcblue" / f"{split}.json", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     for split, rows in split_pairs(doctor_pairs()).items():
         write(out / "dpo" / f"pairs_{split}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 

@@ -9,7 +9,8 @@ Every figure is read from the runs' artefacts or computed here, on items no stag
   blocks) against the unigram entropy of the corpus's training tokens and against the loss the
   same unigram model has on the held-out tokens, all in nats per token;
 * SFT: per CBLUE task of the quickstart evaluation (the dev split), the share of replies the
-  evaluation's parser read, the accuracy, and the majority-class baseline (the share of the
+  evaluation's parser read (with ``metric_set: promptcblue``, the PromptCBLUE evaluator: a reply that
+  is one of the task's label words), the accuracy, and the majority-class baseline (the share of the
   commonest gold label: the best any constant answer scores);
 * DPO: preference accuracy without a reference model (:func:`medgo.eval.preference.preference_accuracy`)
   on the held-out doctors' pairs;
@@ -122,30 +123,58 @@ def pretrain_rows(corpus_dir, pretrain_dir) -> list[Row]:
 # ----------------------------------------------------------------------------- SFT (CBLUE)
 
 
-def task_figures(eval_dir: Path, task: str, gold_path: Path, models: list[str]) -> tuple[dict, dict, float]:
-    """``(parse rate per model, accuracy per model, majority-class baseline)`` from the predictions."""
-    _, gold = read_examples(task, gold_path)
-    majority = Counter(gold.values()).most_common(1)[0][1] / len(gold)
+def native_figures(eval_dir: Path, cfg, task: str) -> tuple[dict, dict, list]:
+    """``(parsed share, right share, gold labels)`` per model from a native run's ``<task>.jsonl``."""
+    from medgo.eval.cblue import gold_file
+
+    _, gold = read_examples(task, gold_file(cfg, task))
     parse, acc = {}, {}
-    for m in models:
+    for m in (m.name for m in cfg.models):
         rows = read_jsonl(eval_dir / "predictions" / m / f"{task}.jsonl")
         parse[m] = sum(r["parse_ok"] for r in rows) / len(rows)
         acc[m] = sum(r["parse_ok"] and r["parsed"] == gold[r["keys"][0]] for r in rows) / len(rows)
-    return parse, acc, majority
+    return parse, acc, list(gold.values())
+
+
+def promptcblue_figures(eval_dir: Path, cfg, task: str) -> tuple[dict, dict, list]:
+    """The same from a PromptCBLUE run: each reply read as the PromptCBLUE evaluator reads it
+    (:func:`~medgo.eval.metrics.promptcblue_replies.structure`); parsed when that is one of the
+    task's labels (the evaluator counts the rest ``out_of_label_set``)."""
+    from medgo.data.files import records
+    from medgo.eval.metrics.promptcblue import CLASSIFICATION, task_name
+    from medgo.eval.metrics.promptcblue_replies import structure
+
+    labels = set(CLASSIFICATION[task][0])
+    gold = {r["sample_id"]: structure(task, r["target"]) for r in records(resolve_path(cfg.cblue.promptcblue_file)) if task_name(r["task_dataset"]) == task}
+    parse, acc = {}, {}
+    for m in (m.name for m in cfg.models):
+        rows = read_jsonl(eval_dir / "predictions" / m / "promptcblue_predictions.jsonl")
+        read = {r["sample_id"]: structure(task, r["target"], lenient=True) for r in rows if r["sample_id"] in gold}
+        parse[m] = sum(read.get(k) in labels for k in gold) / len(gold)
+        acc[m] = sum(read.get(k) == g for k, g in gold.items()) / len(gold)
+    return parse, acc, list(gold.values())
+
+
+def task_figures(eval_dir: Path, task: str) -> tuple[dict, dict, float, int]:
+    """``(parse rate per model, accuracy per model, majority-class baseline, items)`` of one task of the run."""
+    from medgo.eval.config import EvalConfig
+
+    cfg = load_config(EvalConfig, Path(eval_dir) / "config.yaml")
+    figures = promptcblue_figures if cfg.cblue.metric_set == "promptcblue" else native_figures
+    parse, acc, gold = figures(Path(eval_dir), cfg, task)
+    return parse, acc, Counter(gold).most_common(1)[0][1] / len(gold), len(gold)
 
 
 def cblue_rows(eval_dir: Path, base: str, tuned: str) -> list[Row]:
     """Parse rate, accuracy and majority baseline per task; ``tuned`` (the SFT model) carries the targets."""
-    from medgo.eval.cblue import gold_file
     from medgo.eval.config import EvalConfig
 
     cfg = load_config(EvalConfig, eval_dir / "config.yaml")
-    models, rows, beaten = [m.name for m in cfg.models], [], []
+    rows, beaten = [], []
     for task in cfg.cblue.tasks:
-        parse, acc, majority = task_figures(eval_dir, task, gold_file(cfg, task), models)
-        n = len(read_jsonl(eval_dir / "predictions" / models[0] / f"{task}.jsonl"))
-        rises = parse[tuned] > parse[base] or parse[base] == 1.0  # a base whose babble already parses leaves no room to rise
-        rows.append(Row("sft", f"{task} parse rate ({n} items)", parse, f"{tuned} ≥ {PARSE_TARGET:.0%}, > {base} (unless 100%)", parse[tuned] >= PARSE_TARGET and rises))
+        parse, acc, majority, n = task_figures(eval_dir, task)
+        target = f"{tuned} ≥ {PARSE_TARGET:.0%} and > {base}"
+        rows.append(Row("sft", f"{task} parse rate ({n} items)", parse, target, parse[tuned] >= PARSE_TARGET and parse[tuned] > parse[base]))
         rows.append(Row("sft", f"{task} accuracy", acc, f"(majority class {majority:.1%})"))
         beaten += [task] if acc[tuned] > majority else []
     rows.append(Row("sft", f"tasks where {tuned} accuracy beats the majority class: {', '.join(beaten) or 'none'}", {"value": len(beaten)}, "≥ 2",

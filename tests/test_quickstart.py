@@ -1,8 +1,10 @@
 """The quickstart's held-out discipline and its SFT -> evaluation chain.
 
-* No item the quickstart evaluates (the dev splits of its CBLUE sets, the held-out doctors'
-  pairs, ClinicalQA) appears in a file its SFT or DPO stage reads, nor in a corpus document
-  that the corpus build keeps (the build drops every document its decontamination index matches).
+* No item the quickstart evaluates (the dev split of its CBLUE sets, as whole PromptCBLUE prompts
+  and as the texts inside them, the held-out doctors' pairs, ClinicalQA) appears in a file its SFT
+  or DPO stage reads, nor in a corpus document that the corpus build keeps (the build drops every
+  document its decontamination index matches).
+* The closing table's SFT rows read replies as the run's evaluator does and apply the targets.
 
 The chain itself (pre-training -> SFT -> evaluation on held-out prompts) is tested in
 ``tests/train/test_quickstart_chain.py``.
@@ -11,6 +13,7 @@ The chain itself (pre-training -> SFT -> evaluation on held-out prompts) is test
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from medgo.assets import iter_sample_corpus
 from medgo.config import load_config
 from medgo.corpus.config import CorpusConfig
 from medgo.corpus.decontam import build_index
+from medgo.data.files import records
 from medgo.data.paths import expand, resolve_path
 from medgo.eval.clinicalqa import default_files, load_questions
 from medgo.eval.config import EvalConfig
@@ -27,7 +31,8 @@ from medgo.train.dpo_config import DPOConfig
 from medgo.train.sft_config import SFTConfig
 
 CONFIGS = Path("jobs/configs")
-ITEM_FIELDS = {"CHIP-STS": ("text1", "text2"), "KUAKE-QIC": ("query",), "KUAKE-QQR": ("query1", "query2")}
+NATIVE = "medgo://assets/quickstart/cblue"
+ITEM_FIELDS = {"CHIP-STS": ("text1", "text2"), "KUAKE-QIC": ("query",), "CHIP-CTC": ("text",)}
 
 
 def training_texts() -> dict[str, str]:
@@ -44,12 +49,16 @@ def training_texts() -> dict[str, str]:
 
 
 def eval_items() -> list[str]:
-    """The texts of every item the quickstart evaluates."""
+    """The texts of every item the quickstart evaluates: its whole prompts, and the texts inside them."""
     cfg = load_config(EvalConfig, CONFIGS / "eval" / "quickstart.yaml")
-    items = []
-    for task in cfg.cblue.tasks:
-        rows = json.loads((resolve_path(cfg.cblue.data_dir) / task / f"{task}_{cfg.cblue.split}.json").read_text(encoding="utf-8"))
-        items += [row[f] for row in rows for f in ITEM_FIELDS[task]]
+    rows = list(records(resolve_path(cfg.cblue.promptcblue_file)))
+    items = [r["input"] for r in rows]
+    for task in cfg.cblue.tasks:  # the same items in the native layout name the texts the prompts hold
+        native = json.loads((resolve_path(NATIVE) / task / f"{task}_dev.json").read_text(encoding="utf-8"))
+        texts = [row[f] for row in native for f in ITEM_FIELDS[task]]
+        prompts = "\n".join(r["input"] for r in rows if r["task_dataset"] == task)
+        assert len(native) == sum(r["task_dataset"] == task for r in rows) and all(t in prompts for t in texts)
+        items += texts
     for line in resolve_path(HELD_OUT_PAIRS).read_text(encoding="utf-8").splitlines():
         pair = json.loads(line)
         items += [pair["prompt"][-1]["content"], pair["chosen"][-1]["content"], pair["rejected"][-1]["content"]]
@@ -70,12 +79,12 @@ def test_the_quickstart_trains_on_train_splits_and_evaluates_dev_splits():
     sft = load_config(SFTConfig, CONFIGS / "sft" / "quickstart.yaml")
     dpo = load_config(DPOConfig, CONFIGS / "dpo" / "quickstart.yaml")
     cfg = load_config(EvalConfig, CONFIGS / "eval" / "quickstart.yaml")
-    assert sorted(s.task for s in sft.data.sources) == sorted(cfg.cblue.tasks)
-    assert all(s.path.endswith(f"{s.task}_train.json") for s in sft.data.sources)
+    assert [(s.path, s.format) for s in sft.data.sources] == [("medgo://assets/quickstart/promptcblue/train.json", "promptcblue")]
+    trained = Counter(r["task_dataset"] for r in records(resolve_path(sft.data.sources[0].path)))
+    evaluated = Counter(r["task_dataset"] for r in records(resolve_path(cfg.cblue.promptcblue_file)))
+    assert sorted(trained) == sorted(evaluated) == sorted(cfg.cblue.tasks) and min(evaluated.values()) >= 50
+    assert cfg.cblue.metric_set == "promptcblue" and cfg.cblue.promptcblue_file.endswith("/dev.json") and cfg.cblue.max_samples is None
     assert dpo.data.pairs == ["medgo://assets/quickstart/dpo/pairs_train.jsonl"] and dpo.data.feedback == []
-    assert cfg.cblue.split == "dev" and cfg.cblue.max_samples is None
-    for task in cfg.cblue.tasks:
-        assert len(json.loads((resolve_path(cfg.cblue.data_dir) / task / f"{task}_dev.json").read_text(encoding="utf-8"))) >= 50
     assert len(resolve_path(HELD_OUT_PAIRS).read_text(encoding="utf-8").splitlines()) >= 50
     assert list(steps("r")) == ["corpus", "pretrain", "sft", "dpo", "eval", "generate"]
 
@@ -100,12 +109,47 @@ def test_unigram_figures_on_a_hand_computed_corpus(tmp_path):
     assert cross == pytest.approx(-(0.5 * math.log(3 / 8) + 0.5 * math.log(1 / 8)))
 
 
-def test_the_sft_rows_judge_parse_rates_and_count_the_tasks_above_the_majority_class(tmp_path):
+def test_the_sft_rows_read_replies_as_the_promptcblue_evaluator_and_count_the_tasks_above_the_majority_class(tmp_path):
+    from medgo.config import save_config
+    from medgo.quickstart_table import cblue_rows
+
+    cfg = load_config(EvalConfig, CONFIGS / "eval" / "quickstart.yaml")
+    save_config(cfg, tmp_path / "config.yaml")
+    gold = list(records(resolve_path(cfg.cblue.promptcblue_file)))
+
+    def write(model: str, reply) -> None:
+        """``reply(i, gold row)`` -> the model's reply to the row."""
+        out = tmp_path / "predictions" / model / "promptcblue_predictions.jsonl"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{"sample_id": r["sample_id"], "task_dataset": r["task_dataset"], "target": reply(i, r)} for i, r in enumerate(gold)]
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+    def tuned(i: int, row: dict) -> str:
+        if row["task_dataset"] == "CHIP-STS":  # every reply a label word, two in three right
+            return row["target"] if i % 3 else {"是的": "不是", "不是": "是的"}[row["target"]]
+        if row["task_dataset"] == "KUAKE-QIC":  # a quarter not a label
+            return "我不知道" if i % 4 == 0 else row["target"] if i % 2 else "非上述类型"
+        return " 年龄\n"  # CHIP-CTC: one label always, read after stripping: the majority class's accuracy at best
+
+    for model in ("pretrained", "sft+dpo"):
+        write(model, lambda i, row: "1.0.0.0.")  # digits are no PromptCBLUE label: nothing parses
+    write("sft", tuned)
+    rows = {r.measure.split(" (")[0]: r for r in cblue_rows(tmp_path, base="pretrained", tuned="sft")}
+    assert rows["CHIP-STS parse rate"].values == {"pretrained": 0.0, "sft": 1.0, "sft+dpo": 0.0} and rows["CHIP-STS parse rate"].met is True
+    assert rows["CHIP-STS accuracy"].values["sft"] == pytest.approx(40 / 60)
+    assert rows["KUAKE-QIC parse rate"].met is False and rows["KUAKE-QIC parse rate"].values["sft"] == pytest.approx(0.75)
+    assert rows["CHIP-CTC parse rate"].met is True and rows["CHIP-CTC accuracy"].values["sft"] == pytest.approx(1 / 10)
+    counted = [r for m, r in rows.items() if m.startswith("tasks where")]
+    assert len(counted) == 1 and counted[0].values == {"value": 2} and counted[0].met is True
+    assert counted[0].measure.endswith("CHIP-STS, KUAKE-QIC")
+
+
+def test_the_sft_rows_of_a_native_run_want_the_parse_rate_to_rise(tmp_path):
     from medgo.config import save_config
     from medgo.eval.cblue import gold_file
     from medgo.quickstart_table import cblue_rows
 
-    cfg = load_config(EvalConfig, CONFIGS / "eval" / "quickstart.yaml")
+    cfg = load_config(EvalConfig, CONFIGS / "eval" / "quickstart.yaml", ["cblue.metric_set=native", f"cblue.data_dir={NATIVE}", "cblue.promptcblue_file=null"])
     save_config(cfg, tmp_path / "config.yaml")
     gold = {t: json.loads(gold_file(cfg, t).read_text(encoding="utf-8")) for t in cfg.cblue.tasks}
 
@@ -117,16 +161,13 @@ def test_the_sft_rows_judge_parse_rates_and_count_the_tasks_above_the_majority_c
         out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
     for model in ("pretrained", "sft+dpo"):
-        write(model, "CHIP-STS", lambda i, y: "1")  # babble that parses: 100%, the majority class's accuracy
+        write(model, "CHIP-STS", lambda i, y: "1")  # babble that the native parser reads as label 1
         write(model, "KUAKE-QIC", lambda i, y: None)
-        write(model, "KUAKE-QQR", lambda i, y: "0")
+        write(model, "CHIP-CTC", lambda i, y: None)
     write("sft", "CHIP-STS", lambda i, y: y if i % 3 else "0")  # every reply parses; two in three right
-    write("sft", "KUAKE-QIC", lambda i, y: None if i % 4 == 0 else y if i % 2 else "其他")  # 75% parsed
-    write("sft", "KUAKE-QQR", lambda i, y: "0")  # parses, the majority class's accuracy at best
+    write("sft", "KUAKE-QIC", lambda i, y: y)
+    write("sft", "CHIP-CTC", lambda i, y: "Age")
     rows = {r.measure.split(" (")[0]: r for r in cblue_rows(tmp_path, base="pretrained", tuned="sft")}
-    assert rows["CHIP-STS parse rate"].met is True, "a base already at 100% leaves no room to rise"
-    assert rows["KUAKE-QIC parse rate"].met is False and rows["KUAKE-QIC parse rate"].values["sft"] == pytest.approx(0.75)
-    assert rows["KUAKE-QQR parse rate"].met is True
-    counted = [r for m, r in rows.items() if m.startswith("tasks where")]
-    assert len(counted) == 1 and counted[0].values == {"value": 2} and counted[0].met is True
-    assert counted[0].measure.endswith("CHIP-STS, KUAKE-QIC")
+    assert rows["CHIP-STS parse rate"].met is False, "a base already at 100% leaves no room to rise: not met"
+    assert rows["KUAKE-QIC parse rate"].met is True and rows["CHIP-CTC parse rate"].met is True
+    assert rows["KUAKE-QIC accuracy"].values["sft"] == 1.0

@@ -216,7 +216,7 @@ def promptcblue_task(cfg: EvalConfig) -> tuple[dict, dict]:
     """The PromptCBLUE rows of the configured tasks (``max_samples`` per task); missing tasks are skipped."""
     from medgo.assets import asset_path
 
-    path = Path(cfg.cblue.promptcblue_file) if cfg.cblue.promptcblue_file else asset_path("promptcblue", "dev.json")
+    path = resolve_path(cfg.cblue.promptcblue_file) if cfg.cblue.promptcblue_file else asset_path("promptcblue", "dev.json")
     if not path.is_file():
         return {}, {task: f"missing file {path}" for task in cfg.cblue.tasks}
     rows, per_task = [], {}

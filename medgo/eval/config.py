@@ -80,7 +80,7 @@ class CBLUEConfig(Section):
     cdn_candidates: int = Field(10, ge=0)
     """CHIP-CDN: show the N ICD-10 terms closest by BM25 (``icd10_vocab.tsv``) in the prompt; 0: none."""
     promptcblue_file: str | None = None
-    """``metric_set: promptcblue``: the PromptCBLUE JSONL (with ``target``); default: the embedded sample."""
+    """``metric_set: promptcblue``: the PromptCBLUE JSONL (with ``target``; ``medgo://`` for an embedded one); default: the embedded sample."""
 
     @field_validator("tasks")
     @classmethod

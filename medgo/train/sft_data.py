@@ -8,6 +8,8 @@ Formats (one reader each):
 ``qa``              JSONL, ``{"question", "answer"}``
 ``diagnosis``       JSONL, ``{"chief_complaint", "history", "answer"}`` (chief complaint -> diagnostic reasoning)
 ``instruction``     JSONL, Alpaca style ``{"instruction", "input", "output"}``
+``promptcblue``     JSONL, PromptCBLUE's layout ``{"input", "target", "task_dataset", ...}`` (its ready-made
+                    prompt and answer, as in PromptCBLUE's train.json)
 ``safety_prompts``  JSON keyed by category -> ``[{"prompt", "response", "type"}]`` (the Safety-Prompts layout)
 ``cblue``           a CBLUE task's native file (``task`` names it), asked and answered with the templates
                     evaluation uses (:func:`medgo.data.prompts.build_prompt` / ``target_text``), so SFT and
@@ -34,7 +36,7 @@ from medgo.data.paths import resolve_path
 from medgo.data.prompts import build_prompt, target_text
 
 ROLES = ("system", "user", "assistant")
-Format = Literal["messages", "qa", "diagnosis", "instruction", "safety_prompts", "cblue"]
+Format = Literal["messages", "qa", "diagnosis", "instruction", "promptcblue", "safety_prompts", "cblue"]
 
 
 class SFTSource(Section):
@@ -152,12 +154,16 @@ def from_instruction(r: dict) -> list[dict]:
     return _turn(prompt, _text(r, "output"))
 
 
+def from_promptcblue(r: dict) -> list[dict]:
+    return _turn(_text(r, "input"), _text(r, "target"))
+
+
 def from_safety(r: dict) -> list[dict]:
     return _turn(_text(r, "prompt"), _text(r, "response"))
 
 
 JSONL_READERS: dict[str, Callable[[dict], list[dict]]] = {
-    "messages": from_messages, "qa": from_qa, "diagnosis": from_diagnosis, "instruction": from_instruction,
+    "messages": from_messages, "qa": from_qa, "diagnosis": from_diagnosis, "instruction": from_instruction, "promptcblue": from_promptcblue,
 }  # fmt: skip
 
 

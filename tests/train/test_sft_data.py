@@ -73,6 +73,15 @@ def test_safety_prompts_and_cblue_use_their_own_locations():
     assert good[0][1]["content"] == target_text("CHIP-STS", examples[0])
 
 
+def test_promptcblue_rows_are_asked_and_answered_as_the_evaluator_scores_them(tmp_path):
+    rows = [json.loads(line) for line in open("medgo/assets/promptcblue/dev.json", encoding="utf-8")][:3]
+    path = tmp_path / "train.json"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) + json.dumps({"input": "没有答案"}) + "\n", encoding="utf-8")
+    good, bad = read_source(SFTSource(path=str(path), format="promptcblue"))
+    assert good == [[{"role": "user", "content": r["input"].strip()}, {"role": "assistant", "content": r["target"].strip()}] for r in rows]
+    assert [(b.where, b.reason) for b in bad] == [("line 4", "missing or empty field 'target'")]
+
+
 def test_weight_repeats_and_subsamples():
     records = list(range(10))
     assert apply_weight(records, 2.0, 0) == records * 2
