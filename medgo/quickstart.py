@@ -16,6 +16,7 @@ everything else goes to the log file named first (``<runs>/logs/quickstart-<time
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -24,10 +25,21 @@ from pathlib import Path
 from medgo import console
 from medgo import quickstart_table as table
 from medgo.cli import main as medgo
+from medgo.data.paths import resolve_path
 
 CONFIGS = "jobs/configs"
 HELD_OUT_PAIRS = "medgo://assets/quickstart/dpo/pairs_dev.jsonl"
 """The doctors' pairs DPO does not train on (``dpo/quickstart.yaml`` trains on ``pairs_train.jsonl``)."""
+PROMPTCBLUE_DEV = "medgo://assets/quickstart/promptcblue/dev.json"
+"""The held-out CBLUE items in PromptCBLUE's layout (``eval/quickstart.yaml`` scores them)."""
+SAMPLE_TASK = "KUAKE-QIC"
+"""The task of the held-out item the last step asks the tuned model (greedy), to show one reply."""
+
+
+def sample_prompt(task: str = SAMPLE_TASK) -> str:
+    """The first dev item of ``task`` in the quickstart's PromptCBLUE rows (no stage trains on it)."""
+    with open(resolve_path(PROMPTCBLUE_DEV), encoding="utf-8") as f:
+        return next(row["input"] for row in map(json.loads, f) if row["task_dataset"] == task)
 
 
 def steps(runs: str) -> dict[str, list[str]]:
@@ -42,7 +54,8 @@ def steps(runs: str) -> dict[str, list[str]]:
         "eval": ["eval", "run", "--config", f"{CONFIGS}/eval/quickstart.yaml", "--output", runs,
                  "--set", f"models.0.model.base_model={model}", "--set", f"models.1.model.base_model={sft}/model",
                  "--set", f"models.2.model.base_model={sft}/model", "--set", f"models.2.model.adapter={dpo}/adapter"],
-        "generate": ["generate", "--config", f"{CONFIGS}/generate/tiny.yaml", "--set", f"model.base_model={sft}/model", "--set", f"model.adapter={dpo}/adapter"],
+        "generate": ["generate", "--config", f"{CONFIGS}/generate/tiny.yaml", "--set", f"model.base_model={sft}/model", "--set", f"model.adapter={dpo}/adapter",
+                     "--set", f"prompt={json.dumps(sample_prompt(), ensure_ascii=False)}", "--set", "temperature=0", "--set", "max_new_tokens=16"],
     }  # fmt: skip
 
 

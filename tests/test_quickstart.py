@@ -26,7 +26,7 @@ from medgo.data.files import records
 from medgo.data.paths import expand, resolve_path
 from medgo.eval.clinicalqa import default_files, load_questions
 from medgo.eval.config import EvalConfig
-from medgo.quickstart import HELD_OUT_PAIRS, steps
+from medgo.quickstart import HELD_OUT_PAIRS, PROMPTCBLUE_DEV, sample_prompt, steps
 from medgo.train.dpo_config import DPOConfig
 from medgo.train.sft_config import SFTConfig
 
@@ -87,6 +87,10 @@ def test_the_quickstart_trains_on_train_splits_and_evaluates_dev_splits():
     assert dpo.data.pairs == ["medgo://assets/quickstart/dpo/pairs_train.jsonl"] and dpo.data.feedback == []
     assert len(resolve_path(HELD_OUT_PAIRS).read_text(encoding="utf-8").splitlines()) >= 50
     assert list(steps("r")) == ["corpus", "pretrain", "sft", "dpo", "eval", "generate"]
+    # the reply the run ends with answers a held-out item, greedily
+    assert PROMPTCBLUE_DEV == cfg.cblue.promptcblue_file and sample_prompt() in [r["input"] for r in records(resolve_path(PROMPTCBLUE_DEV))]
+    generate = steps("r")["generate"]
+    assert f"prompt={json.dumps(sample_prompt(), ensure_ascii=False)}" in generate and "temperature=0" in generate
 
 
 def test_unigram_figures_on_a_hand_computed_corpus(tmp_path):
