@@ -147,10 +147,36 @@ def plain_print():
         builtins.print = saved
 
 
+def score_labelled_positions_only() -> bool:
+    """Make TRL's fused LM head project only the positions that carry a label on the CPU too; True once it does.
+
+    The trainers compute their loss through a fused head (``trl.trainer.utils.add_fused_lm_head``)
+    that, on a device with Triton, projects only the labelled positions onto the vocabulary.  On any
+    other device it projects every position — prompt and padding included — and masks the result
+    afterwards, so that a compiling backend (Neuron, XLA) sees the same tile shapes on every batch.
+    Eager CPU PyTorch compiles nothing; there the same log-probabilities come from the labelled
+    positions alone, and an SFT or DPO batch whose prompts are long beside their answers costs a
+    fraction of the work.  A TRL without that switch is left as it is (False).
+    """
+    import trl.trainer.utils as trl_utils
+
+    triton = getattr(trl_utils, "_use_triton", None)
+    if triton is None:
+        return False
+    if not getattr(triton, "medgo_cpu_compact", False):
+        def compact(device: torch.device) -> bool:
+            return device.type == "cpu" or triton(device)
+
+        compact.medgo_cpu_compact = True
+        trl_utils._use_triton = compact
+    return True
+
+
 def start_trl_worker(config: dict, config_cls: type, trl_config_cls: type, **fixed) -> tuple[Worker, object]:
     """The shared worker set-up, Accelerate's process group, and the trainer's arguments (before the model: ZeRO-3 loads partitioned)."""
     w = start_worker(config, config_cls)
     configure_distributed(w.use_gpu)
+    score_labelled_positions_only()
     scratch = scratch_dir(w)  # HF checkpoint-N files, uploaded to Ray, then deleted
     return w, trl_config_cls(**trainer_kwargs(w.cfg, output_dir=str(scratch), dtype=w.dtype, use_gpu=w.use_gpu), **fixed)
 

@@ -1,4 +1,4 @@
-"""The launcher's parts without Ray: DeepSpeed config, block stream, metrics sinks, export writer, FLOPs."""
+"""The launcher's parts without Ray: DeepSpeed config, block stream, metrics sinks, export writer, FLOPs, TRL's fused head on the CPU."""
 
 from __future__ import annotations
 
@@ -184,3 +184,43 @@ def test_a_marker_can_come_before_the_checkpoint_directory(tmp_path):
     assert newest_complete_checkpoint(str(tmp_path), world_size=2) is None
     mark_complete(str(tmp_path), "checkpoint_step_00000003", 0)
     assert newest_complete_checkpoint(str(tmp_path), world_size=2) == f"{tmp_path}/checkpoint_step_00000003"
+
+
+def test_the_fused_head_scores_only_labelled_positions_on_the_cpu_with_the_same_numbers(monkeypatch):
+    import trl.trainer.utils as trl_utils
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from medgo.train.trl_stage import score_labelled_positions_only
+
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undone after the test
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    input_ids = torch.randint(0, 300, (2, 12))
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    labels[0, 8:], labels[1, 5:9] = input_ids[0, 8:], input_ids[1, 5:9]  # a long prompt, a short answer; padding after row 1's
+    rows_projected = []
+    function = trl_utils._ChunkedLogProbFunction
+
+    class Counted:
+        @staticmethod
+        def apply(hidden, *args):
+            rows_projected.append(hidden.shape[0])
+            return function.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Counted)
+
+    model = Qwen2ForCausalLM(config).eval()
+    trl_utils.add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
+    with torch.no_grad():
+        logits = model(input_ids=input_ids).logits[:, :-1]
+        every = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+        assert score_labelled_positions_only() and score_labelled_positions_only()  # idempotent
+        compact = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+    assert rows_projected == [2 * 11, 4 + 4]  # every position, then the labelled ones only
+    mask = labels[:, 1:] != IGNORE_INDEX
+    want = torch.log_softmax(logits, -1).gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    for out in (every, compact):
+        torch.testing.assert_close(out.log_probs, want, rtol=1e-5, atol=1e-5)
+        assert torch.equal(out.is_top1.bool(), (logits.argmax(-1) == labels[:, 1:]) & mask)
+    torch.testing.assert_close(compact.loss, every.loss)
+    torch.testing.assert_close(compact.entropy, every.entropy)
