@@ -2,7 +2,7 @@
 
     python benchmarks/dpo.py [--epochs 2] [--rounds 2] [--max-length 192] [--batch 4]
 
-The stage's ``DPOTrainer`` (:mod:`medgo.train.dpo_trainer`) on the tiny model with a new LoRA adapter
+The stage's ``DPOTrainer`` (:mod:`medgo.train.dpo_trainer`, the fused head scoring labelled positions only) on the tiny model with a new LoRA adapter
 (the reference is the base: the adapter switched off), the tiny DPO config's arguments, the sample
 feedback and pairs (78 pairs), no Ray, no DeepSpeed, one CPU thread; each run in its own process (so
 its peak memory is its own), uncached and cached interleaved ``--rounds`` times:
@@ -45,7 +45,7 @@ from medgo.train.dpo_config import DPOConfig
 from medgo.train.dpo_trainer import DPOTrainer
 from medgo.train.preference import build_preferences, load_pairs
 from medgo.train.preference_stage import cache_key, cached_dataset
-from medgo.train.trl_stage import trainer_kwargs
+from medgo.train.trl_stage import score_labelled_positions_only, trainer_kwargs
 
 RESULTS = Path(__file__).with_name("results") / "dpo.json"
 TARGET = 1.3
@@ -65,6 +65,7 @@ def child(args) -> dict:
     with tempfile.TemporaryDirectory(prefix="medgo-bench-dpo-") as tmp:
         data = Path(tmp) / "data"
         build_preferences(cfg.data.feedback, cfg.data.pairs).write(data)
+        score_labelled_positions_only()  # as the stage's workers do
         torch.manual_seed(cfg.train.seed)
         start, cpu_start = time.perf_counter(), time.process_time()
         trainer = DPOTrainer(model=load_model(cfg.model, tokenizer), args=TRLDPOConfig(**trainer_kwargs(cfg, output_dir=str(Path(tmp) / "out"), dtype=torch.float32, use_gpu=False, deepspeed=False)),

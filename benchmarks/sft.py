@@ -3,7 +3,7 @@
     python benchmarks/sft.py [--conversations 160] [--rounds 2] [--max-length 1024] [--batch 4] [--packed-batch N]
 
 The stage's ``SFTTrainer`` set-up (the model from :func:`medgo.train.sft.load_policy`, the tiny SFT
-config's arguments with LoRA, assistant-only loss) in this process, no Ray, no DeepSpeed, one CPU thread,
+config's arguments with LoRA, assistant-only loss, the fused head scoring labelled positions only) in this process, no Ray, no DeepSpeed, one CPU thread,
 on the same conversations (the tiny config's mixture, ``--conversations`` of them spread evenly over it),
 one epoch each, interleaved ``--rounds`` times.  ``--max-length`` is long enough by default to keep every
 conversation of the mixture whole (the longest is about 600 tokens), as the stage's cluster config does
@@ -45,7 +45,7 @@ from medgo.config import load_config
 from medgo.model.tokenizer import load_tokenizer
 from medgo.train.sft import FIXED, load_policy, packed_rows, read_mixture
 from medgo.train.sft_config import SFTConfig
-from medgo.train.trl_stage import trainer_kwargs
+from medgo.train.trl_stage import score_labelled_positions_only, trainer_kwargs
 
 RESULTS = Path(__file__).with_name("results") / "sft.json"
 TARGET, PADDING_TARGET = 1.5, 0.05
@@ -56,6 +56,7 @@ def trainer(cfg: SFTConfig, tokenizer, conversations: list, out: str):
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
+    score_labelled_positions_only()  # as the stage's workers do
     torch.manual_seed(cfg.train.seed)
     args = TRLSFTConfig(**trainer_kwargs(cfg, output_dir=out, dtype=torch.float32, use_gpu=False, deepspeed=False), **FIXED)
     data = Dataset.from_list([{"messages": m} for m in conversations])
