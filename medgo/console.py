@@ -33,6 +33,7 @@ LIBRARY_WARNINGS: list[tuple[type[Warning], str]] = [
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),  # PEFT and TRL
     (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found"),  # HF Trainer's DataLoader on a CPU
     (DeprecationWarning, r"`ExecutionOptions\.exclude_resources` is deprecated"),  # Ray Data's own ingest options
+    (UserWarning, r"\s*The hypothesis contains 0 counts of \d-gram overlaps"),  # NLTK's BLEU (IMCS-V2-MRG): 0, as the official scorer reports
 ]
 VERBOSE_ENV = "MEDGO_VERBOSE"
 POLL_S = 0.5
