@@ -128,7 +128,7 @@ def build_engine(model_cfg: ModelConfig, tokenizer, ds_config: dict, device, act
 def checkpoint_activations(model, enabled: bool):
     """``train.activation_checkpointing`` on a model the loop drives itself (pre-training); returns the model."""
     if enabled:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     return model
 
 
