@@ -25,6 +25,7 @@ from pathlib import Path
 from medgo import console
 from medgo import quickstart_table as table
 from medgo.cli import main as medgo
+from medgo.data.files import records
 from medgo.data.paths import resolve_path
 
 CONFIGS = "jobs/configs"
@@ -38,8 +39,7 @@ SAMPLE_TASK = "KUAKE-QIC"
 
 def sample_prompt(task: str = SAMPLE_TASK) -> str:
     """The first dev item of ``task`` in the quickstart's PromptCBLUE rows (no stage trains on it)."""
-    with open(resolve_path(PROMPTCBLUE_DEV), encoding="utf-8") as f:
-        return next(row["input"] for row in map(json.loads, f) if row["task_dataset"] == task)
+    return next(row["input"] for row in records(resolve_path(PROMPTCBLUE_DEV)) if row["task_dataset"] == task)
 
 
 def steps(runs: str) -> dict[str, list[str]]:
